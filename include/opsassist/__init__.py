@@ -1,0 +1,1 @@
+"""Smart DevSecOps/MLOps Assistant shared library."""

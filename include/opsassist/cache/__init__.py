@@ -1,0 +1,1 @@
+"""The CAG layer: knowledge pack, answer cache, retrieval warm-up; Redis or in-process."""

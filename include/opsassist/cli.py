@@ -1,0 +1,193 @@
+"""``opsassist``: a thin command line over the library (index, search, demo, settings)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from opsassist.logs import configure_logging, correlation_scope
+from opsassist.settings import Settings, get_settings, settings_table_markdown
+
+app = typer.Typer(
+    help="Smart DevSecOps/MLOps Assistant", no_args_is_help=True, pretty_exceptions_enable=False
+)
+index_app = typer.Typer(help="Build indexes.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+console = Console(stderr=True)
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code=1)
+
+
+def _setup(verbose: bool = False) -> Settings:
+    settings = get_settings()
+    level = "DEBUG" if verbose else ("INFO" if settings.log_level == "DEBUG" else "WARNING")
+    configure_logging(level, settings.log_format)
+    return settings
+
+
+@index_app.command("runbooks")
+def index_runbooks(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Runbook folder (default: OPSASSIST_RUNBOOKS_PATH or Git)."),
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: a new one).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Parse, chunk, embed, validate and index runbooks; promote the build if it passes."""
+    settings = _setup(verbose)
+    run_id = run_id or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    with correlation_scope(run_id):
+        try:
+            from opsassist.pipelines.runbooks import run_pipeline
+            from opsassist.sources.runbooks import sync_runbooks
+            from opsassist.stores import get_cache, get_index_store
+
+            root = sync_runbooks(settings, path)
+            with Progress(
+                TextColumn("[bold]embedding[/bold]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                disable=json_output or not console.is_terminal,
+            ) as bar:
+                task = bar.add_task("embed", total=None)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                summary = run_pipeline(
+                    settings, root, get_index_store(settings), get_cache(settings), run_id, progress
+                )
+        except Exception as exc:
+            raise _fail(exc) from exc
+    if json_output:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    collected = summary["collect"]
+    console.print(
+        f"runbooks: {collected['runbooks']}  chunks: {collected['chunks']}  "
+        f"embedded: {summary['embed']['embedded']}  quarantined: {len(collected['quarantined'])}"
+    )
+    for item in collected["quarantined"]:
+        console.print(f"  [yellow]quarantined[/yellow] {item['source']}: {item['reason']}")
+    state = "promoted" if summary["promoted"] else "unchanged"
+    console.print(f"index {settings.runbook_index} -> {summary['version']} ({state})")
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=100, help="Results.")] = 5,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON list, best first.")] = False,
+    mode: Annotated[str, typer.Option(help="hybrid, bm25 or vector.")] = "hybrid",
+    index: Annotated[str | None, typer.Option(help="Alias or version (default: runbooks).")] = None,
+    source_type: Annotated[
+        list[str] | None, typer.Option("--source-type", help="runbook, log, metric, event.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only documents since: 1h, 30m, ISO time.")
+    ] = None,
+) -> None:
+    """Hybrid search over an index."""
+    settings = _setup()
+    with correlation_scope():
+        try:
+            from opsassist.index.base import Filters
+            from opsassist.search import search
+            from opsassist.timeparse import parse_since
+
+            if mode not in ("hybrid", "bm25", "vector"):
+                raise ValueError(f"unknown mode {mode!r}: use hybrid, bm25 or vector")
+            filters = Filters(
+                source_types=tuple(source_type or ()),
+                since=parse_since(since) if since else None,
+            )
+            hits = search(
+                query,
+                settings=settings,
+                target=index,
+                k=k,
+                mode=mode,  # type: ignore[arg-type]
+                filters=filters,
+            )
+        except Exception as exc:
+            raise _fail(exc) from exc
+    if json_output:
+        print(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
+        return
+    table = Table("#", "score", "source", "section", "text")
+    for rank, hit in enumerate(hits, start=1):
+        snippet = " ".join(hit.text.split("\n", 1)[-1].split())[:90]
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.source, hit.section, snippet)
+    Console().print(table)
+
+
+@app.command("settings")
+def settings_command(
+    markdown: Annotated[bool, typer.Option("--markdown", help="README table.")] = False,
+) -> None:
+    """Show the effective settings (secrets hidden) or the README table."""
+    if markdown:
+        print(settings_table_markdown())
+        return
+    data: dict[str, Any] = json.loads(get_settings().model_dump_json())
+    print(json.dumps(data, indent=2))
+
+
+@app.command("versions")
+def versions_command(
+    index: Annotated[str | None, typer.Option(help="Alias (default: runbooks).")] = None,
+) -> None:
+    """List the versions of an index and which one the alias points at."""
+    settings = _setup()
+    try:
+        from opsassist.stores import get_index_store
+
+        store = get_index_store(settings)
+        alias = index or settings.runbook_index
+        current = store.current_version(alias)
+        for version in store.list_versions(alias):
+            marker = "*" if version == current else " "
+            print(f"{marker} {version}  {store.count(version)} chunks")
+    except Exception as exc:
+        raise _fail(exc) from exc
+
+
+@app.command("demo")
+def demo_command() -> None:
+    """Index the shipped runbooks on the embedded defaults and answer a few on-call questions."""
+    settings = _setup()
+    index_runbooks(path=None, run_id=None, json_output=False, verbose=False)
+    from opsassist.search import search
+
+    for question in (
+        "pod keeps restarting",
+        "etcd no leader",
+        "disk almost full on a node",
+        "alertmanager cannot send notifications",
+    ):
+        hits = search(question, settings=settings, k=3)
+        console.print(f"\n[bold]{question}[/bold]")
+        for rank, hit in enumerate(hits, start=1):
+            console.print(f"  {rank}. {hit.source}  [dim]{hit.section}[/dim]  ({hit.score:.4f})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

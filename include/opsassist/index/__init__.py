@@ -1,0 +1,1 @@
+"""Index stores behind one interface: embedded LanceDB (default) and OpenSearch."""

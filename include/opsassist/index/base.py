@@ -1,0 +1,187 @@
+"""The index interface every backend implements, and the hybrid search built on it.
+
+A backend stores *versions* (one physical index or table each) and *aliases* (a name such as
+``runbooks`` pointing at one version). A build writes a new version while readers keep using the
+alias; only ``promote`` moves the alias, so a failed build never replaces a good one (blue/green).
+
+Backends provide two primitive searches (BM25 and vector, each with the same filters); hybrid
+search fuses them here, once, so every backend ranks the same way. A backend may override
+``search`` with a native hybrid query when it is equivalent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from opsassist.documents import Chunk, SearchHit
+from opsassist.index.fusion import fuse
+
+SearchMode = Literal["hybrid", "bm25", "vector"]
+_VERSION = re.compile(r"^(?P<alias>[a-z0-9_-]+?)-v(?P<number>\d{4,})$")
+
+
+class IndexUnavailableError(RuntimeError):
+    """The index cannot be reached or has no promoted version."""
+
+
+@dataclasses.dataclass(slots=True)
+class Filters:
+    source_types: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Query:
+    text: str
+    vector: np.ndarray | None = None
+    k: int = 10
+    mode: SearchMode = "hybrid"
+    filters: Filters = dataclasses.field(default_factory=Filters)
+
+
+@dataclasses.dataclass(slots=True)
+class FusionConfig:
+    method: Literal["rrf", "weighted"] = "rrf"
+    vector_weight: float = 0.5
+    rrf_k: int = 60
+    candidates: int = 50
+
+
+@dataclasses.dataclass(slots=True)
+class RankedRow:
+    """One primitive-search result: id, backend score and the stored fields (no vector)."""
+
+    id: str
+    score: float
+    row: dict[str, object]
+
+
+@dataclasses.dataclass(slots=True)
+class WriteReport:
+    written: int = 0
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (id, reason)
+
+
+def version_name(alias: str, number: int) -> str:
+    return f"{alias}-v{number:04d}"
+
+
+def version_number(version: str) -> int:
+    match = _VERSION.match(version)
+    if not match:
+        raise ValueError(f"not a version name: {version!r}")
+    return int(match.group("number"))
+
+
+def versions_of(alias: str, names: Sequence[str]) -> list[str]:
+    """Names that are versions of ``alias``, oldest first."""
+    found = [n for n in names if (m := _VERSION.match(n)) and m.group("alias") == alias]
+    return sorted(found, key=version_number)
+
+
+@runtime_checkable
+class IndexStore(Protocol):
+    """What the pipelines, the CLI, the evaluation gate and the chat server need of an index."""
+
+    def current_version(self, alias: str) -> str | None: ...
+
+    def list_versions(self, alias: str) -> list[str]: ...
+
+    def create_version(self, alias: str, dimension: int, base: str | None = None) -> str: ...
+
+    def upsert(self, version: str, chunks: Sequence[Chunk]) -> WriteReport: ...
+
+    def delete(self, version: str, ids: Sequence[str]) -> int: ...
+
+    def ids_by_source(self, version: str) -> dict[str, set[str]]: ...
+
+    def fetch(self, version: str, ids: Sequence[str]) -> list[Chunk]: ...
+
+    def count(self, version: str) -> int: ...
+
+    def finalize(self, version: str) -> None: ...
+
+    def promote(self, alias: str, version: str) -> str | None: ...
+
+    def drop_version(self, version: str) -> None: ...
+
+    def bm25(self, target: str, text: str, n: int, filters: Filters) -> list[RankedRow]: ...
+
+    def knn(self, target: str, vector: np.ndarray, n: int, filters: Filters) -> list[RankedRow]: ...
+
+    def ping(self) -> bool: ...
+
+
+def resolve_target(store: IndexStore, target: str) -> str:
+    """An alias resolves to its promoted version; a version name is used as is."""
+    if _VERSION.match(target):
+        return target
+    version = store.current_version(target)
+    if version is None:
+        raise IndexUnavailableError(f"index {target!r} has no promoted version; build it first")
+    return version
+
+
+def _hit(row: RankedRow, score: float, bm25_rank: int | None, vector_rank: int | None) -> SearchHit:
+    fields = row.row
+
+    def iso(value: object) -> str | None:
+        return value.isoformat() if isinstance(value, dt.datetime) else None
+
+    return SearchHit(
+        id=row.id,
+        source=str(fields.get("source", "")),
+        source_type=str(fields.get("source_type", "")),
+        title=str(fields.get("title", "")),
+        section=str(fields.get("section", "")),
+        score=round(float(score), 6),
+        text=str(fields.get("text", "")),
+        timestamp=iso(fields.get("timestamp")),
+        end_timestamp=iso(fields.get("end_timestamp")),
+        bm25_rank=bm25_rank,
+        vector_rank=vector_rank,
+    )
+
+
+def hybrid_search(
+    store: IndexStore, target: str, query: Query, fusion: FusionConfig | None = None
+) -> list[SearchHit]:
+    """BM25, vector or fused search on an alias or a version; best first."""
+    fusion = fusion or FusionConfig()
+    version = resolve_target(store, target)
+    n = max(fusion.candidates, query.k)
+    lexical: list[RankedRow] = []
+    semantic: list[RankedRow] = []
+    if query.mode in ("hybrid", "bm25") and query.text.strip():
+        lexical = store.bm25(version, query.text, n, query.filters)
+    if query.mode in ("hybrid", "vector"):
+        if query.vector is None:
+            raise ValueError("vector and hybrid search need a query vector")
+        semantic = store.knn(version, query.vector, n, query.filters)
+
+    rows = {r.id: r for r in semantic} | {r.id: r for r in lexical}
+    bm25_rank = {r.id: i + 1 for i, r in enumerate(lexical)}
+    vector_rank = {r.id: i + 1 for i, r in enumerate(semantic)}
+    if query.mode == "bm25":
+        ranked = [(r.id, r.score) for r in lexical]
+    elif query.mode == "vector":
+        ranked = [(r.id, r.score) for r in semantic]
+    else:
+        ranked = fuse(
+            [[(r.id, r.score) for r in lexical], [(r.id, r.score) for r in semantic]],
+            weights=[1.0 - fusion.vector_weight, fusion.vector_weight],
+            method=fusion.method,
+            rrf_k=fusion.rrf_k,
+        )
+    return [
+        _hit(rows[doc_id], score, bm25_rank.get(doc_id), vector_rank.get(doc_id))
+        for doc_id, score in ranked[: query.k]
+    ]

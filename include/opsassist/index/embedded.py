@@ -1,0 +1,282 @@
+"""Embedded index store on LanceDB: no server, files under ``OPSASSIST_DATA_DIR/index``.
+
+Why LanceDB: an actively maintained embedded engine (Lance columnar format, Rust core) that gives
+in one library what the interface needs: persisted tables, SQL filters, a native full-text (BM25)
+index and vector search with optional HNSW indexes. Each index version is one table
+(``runbooks-v0003``); aliases are a small JSON file replaced atomically under a file lock, so a
+reader sees either the old or the new version, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from opsassist.documents import Chunk
+from opsassist.index.base import (
+    Filters,
+    IndexUnavailableError,
+    RankedRow,
+    WriteReport,
+    version_name,
+    version_number,
+    versions_of,
+)
+from opsassist.logs import get_logger
+
+log = get_logger(__name__)
+
+_FIELDS = [
+    "id",
+    "source_type",
+    "source",
+    "title",
+    "section",
+    "text",
+    "content_hash",
+    "timestamp",
+    "end_timestamp",
+    "metadata",
+]
+
+
+def chunk_schema(dimension: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("source_type", pa.string()),
+            pa.field("source", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("section", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("content_hash", pa.string()),
+            pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+            pa.field("end_timestamp", pa.timestamp("us", tz="UTC")),
+            pa.field("metadata", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dimension)),
+        ]
+    )
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _where(filters: Filters) -> str | None:
+    clauses: list[str] = []
+    if filters.source_types:
+        clauses.append(f"source_type IN ({', '.join(_quote(s) for s in filters.source_types)})")
+    if filters.sources:
+        clauses.append(f"source IN ({', '.join(_quote(s) for s in filters.sources)})")
+    if filters.since is not None:
+        since = filters.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        clauses.append(f"coalesce(end_timestamp, timestamp) >= timestamp '{since}'")
+    if filters.until is not None:
+        until = filters.until.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        clauses.append(f"timestamp <= timestamp '{until}'")
+    return " AND ".join(clauses) or None
+
+
+class EmbeddedIndexStore:
+    """LanceDB-backed implementation of ``IndexStore``."""
+
+    def __init__(self, root: Path, ann_min_rows: int = 50_000) -> None:
+        import lancedb
+
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ann_min_rows = ann_min_rows
+        self._db = lancedb.connect(str(root / "lancedb"))
+        self._tables: dict[str, Any] = {}
+        self._tables_lock = threading.Lock()
+        self._aliases_path = root / "aliases.json"
+        self._aliases_cache: tuple[float, dict[str, str]] = (-1.0, {})
+
+    # --- aliases ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _alias_lock(self) -> Iterator[None]:
+        with open(self.root / ".aliases.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read_aliases(self) -> dict[str, str]:
+        try:
+            mtime = self._aliases_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        if mtime != self._aliases_cache[0]:
+            self._aliases_cache = (mtime, json.loads(self._aliases_path.read_text()))
+        return dict(self._aliases_cache[1])
+
+    def _write_aliases(self, aliases: dict[str, str]) -> None:
+        tmp = self._aliases_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True))
+        os.replace(tmp, self._aliases_path)
+
+    def current_version(self, alias: str) -> str | None:
+        return self._read_aliases().get(alias)
+
+    def promote(self, alias: str, version: str) -> str | None:
+        if version not in self._table_names():
+            raise IndexUnavailableError(f"cannot promote {version}: no such version")
+        with self._alias_lock():
+            aliases = self._read_aliases()
+            previous = aliases.get(alias)
+            aliases[alias] = version
+            self._write_aliases(aliases)
+        log.info("alias promoted", extra={"alias": alias, "version": version, "previous": previous})
+        return previous
+
+    # --- versions --------------------------------------------------------------------------------
+    def _table_names(self) -> list[str]:
+        result = self._db.list_tables()
+        names = getattr(result, "tables", result)
+        return list(names)
+
+    def list_versions(self, alias: str) -> list[str]:
+        return versions_of(alias, self._table_names())
+
+    def _table(self, version: str) -> Any:
+        with self._tables_lock:
+            table = self._tables.get(version)
+            if table is None:
+                try:
+                    table = self._db.open_table(version)
+                except (FileNotFoundError, ValueError) as exc:
+                    raise IndexUnavailableError(f"index version {version} not found") from exc
+                self._tables[version] = table
+            return table
+
+    def create_version(self, alias: str, dimension: int, base: str | None = None) -> str:
+        with self._alias_lock():
+            existing = self.list_versions(alias)
+            number = version_number(existing[-1]) + 1 if existing else 1
+            version = version_name(alias, number)
+            if base is not None:
+                data = self._table(base).to_arrow()
+                self._db.create_table(version, data=data, schema=chunk_schema(dimension))
+            else:
+                self._db.create_table(version, schema=chunk_schema(dimension))
+        return version
+
+    def drop_version(self, version: str) -> None:
+        if version in self._read_aliases().values():
+            raise ValueError(f"refusing to drop {version}: an alias points at it")
+        with self._tables_lock:
+            self._tables.pop(version, None)
+        self._db.drop_table(version)
+
+    # --- writes ----------------------------------------------------------------------------------
+    def upsert(self, version: str, chunks: Sequence[Chunk]) -> WriteReport:
+        report = WriteReport()
+        good: list[dict[str, Any]] = []
+        table = self._table(version)
+        dimension = table.schema.field("vector").type.list_size
+        for chunk in chunks:
+            vector = chunk.vector
+            if vector is None or len(vector) != dimension:
+                report.failed.append((chunk.id, f"vector dimension != {dimension}"))
+                continue
+            row = chunk.to_record()
+            good.append(row)
+        if good:
+            ids = [row["id"] for row in good]
+            self.delete(version, ids)
+            table.add(pa.Table.from_pylist(good, schema=chunk_schema(dimension)))
+            report.written = len(good)
+        return report
+
+    def delete(self, version: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        table = self._table(version)
+        before = table.count_rows()
+        for start in range(0, len(ids), 1000):
+            batch = ids[start : start + 1000]
+            table.delete(f"id IN ({', '.join(_quote(i) for i in batch)})")
+        return int(before - table.count_rows())
+
+    def finalize(self, version: str) -> None:
+        """Build the BM25 index (always) and an HNSW vector index on large tables."""
+        from lancedb.index import FTS, HnswSq
+
+        table = self._table(version)
+        rows = table.count_rows()
+        if rows == 0:
+            return
+        table.create_index("text", config=FTS(stem=True, remove_stop_words=True), replace=True)
+        table.create_index("id", replace=True)
+        if rows >= self.ann_min_rows:
+            table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=True)
+
+    # --- reads -----------------------------------------------------------------------------------
+    def count(self, version: str) -> int:
+        return int(self._table(version).count_rows())
+
+    def ids_by_source(self, version: str) -> dict[str, set[str]]:
+        data = self._table(version).to_arrow().select(["id", "source"]).to_pylist()
+        result: dict[str, set[str]] = {}
+        for row in data:
+            result.setdefault(row["source"], set()).add(row["id"])
+        return result
+
+    def fetch(self, version: str, ids: Sequence[str]) -> list[Chunk]:
+        if not ids:
+            return []
+        table = self._table(version)
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 1000):
+            batch = ids[start : start + 1000]
+            where = f"id IN ({', '.join(_quote(i) for i in batch)})"
+            rows.extend(table.search().where(where).limit(len(batch)).to_arrow().to_pylist())
+        return [Chunk.from_record(row) for row in rows]
+
+    def bm25(self, target: str, text: str, n: int, filters: Filters) -> list[RankedRow]:
+        table = self._table(target)
+        query = (
+            table.search(text, query_type="fts", fts_columns="text")
+            .select([*_FIELDS, "_score"])
+            .limit(n)
+        )
+        where = _where(filters)
+        if where:
+            query = query.where(where, prefilter=True)
+        try:
+            rows = query.to_arrow().to_pylist()
+        except (ValueError, RuntimeError) as exc:
+            if "index" in str(exc).lower() and table.count_rows() == 0:
+                return []
+            raise
+        return [RankedRow(id=r["id"], score=float(r.get("_score", 0.0)), row=r) for r in rows]
+
+    def knn(self, target: str, vector: np.ndarray, n: int, filters: Filters) -> list[RankedRow]:
+        table = self._table(target)
+        query = (
+            table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
+            .distance_type("cosine")
+            .select([*_FIELDS, "_distance"])
+            .limit(n)
+        )
+        where = _where(filters)
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = query.to_arrow().to_pylist()
+        return [
+            RankedRow(id=r["id"], score=1.0 - float(r.get("_distance", 1.0)), row=r) for r in rows
+        ]
+
+    def ping(self) -> bool:
+        return self.root.exists()

@@ -1,0 +1,56 @@
+"""The knowledge pack: a compact, model-ready digest of each runbook (the CAG context).
+
+Only what helps a model act is kept: what the alert means, its impact, the first diagnosis and
+mitigation steps and their commands, with the runbook path so answers can cite it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opsassist.parsing.markdown import Runbook
+
+_MAX_FIELD = 400
+
+
+def _clip(text: str, limit: int = _MAX_FIELD) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def knowledge_pack_entry(runbook: Runbook) -> dict[str, Any]:
+    def body(name: str) -> str:
+        section = runbook.section(name)
+        return _clip(section.body) if section else ""
+
+    steps: list[str] = []
+    commands: list[str] = []
+    for name in ("Diagnosis", "Mitigation"):
+        section = runbook.section(name)
+        if section:
+            steps.extend(section.steps[:5])
+            commands.extend(section.commands[:4])
+    return {
+        "source": runbook.source,
+        "title": runbook.title,
+        "alert": runbook.alert,
+        "meaning": body("Meaning") or _clip(runbook.sections[0].body),
+        "impact": body("Impact"),
+        "steps": [_clip(s, 200) for s in steps[:8]],
+        "commands": [_clip(c, 200) for c in commands[:6]],
+    }
+
+
+def render_pack(entries: dict[str, dict[str, Any]]) -> str:
+    """Plain text for a prompt, one block per runbook."""
+    blocks = []
+    for source, entry in entries.items():
+        lines = [f"[{source}] {entry.get('title', '')} ({entry.get('alert', '')})"]
+        if entry.get("meaning"):
+            lines.append(f"Meaning: {entry['meaning']}")
+        if entry.get("impact"):
+            lines.append(f"Impact: {entry['impact']}")
+        lines.extend(f"- {step}" for step in entry.get("steps", []))
+        lines.extend(f"$ {cmd}" for cmd in entry.get("commands", []))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -1,0 +1,1 @@
+"""Parsers: Markdown runbooks, log lines, metrics and events into normalised records."""

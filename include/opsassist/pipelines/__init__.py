@@ -1,0 +1,1 @@
+"""Pipeline steps shared by DAGs, the CLI and Spark jobs (DAG files only wire them)."""

@@ -1,0 +1,379 @@
+"""The runbook (CAG) pipeline as plain functions: collect -> plan -> embed -> validate -> build ->
+promote -> cache. The Airflow DAG wires them as tasks; ``opsassist index runbooks`` runs them in
+one process. Each step reads and writes files in the run's staging folder, so a retried task
+redoes only its own work and re-running the whole pipeline converges to the same index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from opsassist.cache.base import KnowledgeCache
+from opsassist.chunking import chunk_runbook
+from opsassist.documents import Chunk, Rejected
+from opsassist.embedding import embed_texts, model_dimension
+from opsassist.index.base import IndexStore
+from opsassist.knowledge import knowledge_pack_entry
+from opsassist.logs import get_logger
+from opsassist.parsing.markdown import Runbook, RunbookError, load_runbook
+from opsassist.pipelines import staging
+from opsassist.settings import Settings
+from opsassist.sources.runbooks import list_runbook_files
+from opsassist.validation import ValidationReport, validate_chunks
+
+log = get_logger(__name__)
+PIPELINE = "runbooks"
+Progress = Callable[[int, int], None]
+
+
+class BuildRefusedError(RuntimeError):
+    """A build failed validation (or the quality gate): the alias was not moved."""
+
+
+@dataclasses.dataclass(slots=True)
+class CollectResult:
+    chunks: list[Chunk]
+    runbooks: list[Runbook]
+    quarantined: list[Rejected]
+    skipped: list[str]
+
+
+@dataclasses.dataclass(slots=True)
+class Plan:
+    base_version: str | None
+    to_embed: list[str]
+    stale: list[str]
+    unchanged: int
+    changed_sources: list[str]
+    kept_quarantined_sources: list[str]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.to_embed or self.stale)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- collect -------------------------------------------------------------------------------------
+def collect(root: Path, settings: Settings) -> CollectResult:
+    """Parse and chunk every runbook under ``root``; bad files are quarantined, not fatal."""
+    chunks: list[Chunk] = []
+    runbooks: list[Runbook] = []
+    quarantined: list[Rejected] = []
+    skipped: list[str] = []
+    for path in list_runbook_files(root):
+        source = path.relative_to(root).as_posix()
+        try:
+            runbook = load_runbook(path, root)
+        except RunbookError as exc:
+            if path.name == "_index.md" and exc.reason == "no text":
+                skipped.append(source)  # Hugo section pages: navigation only, not runbooks
+                continue
+            quarantined.append(Rejected(source=source, reason=exc.reason, detail=exc.detail))
+            log.warning(
+                "runbook quarantined",
+                extra={"file": source, "reason": exc.reason, "detail": exc.detail},
+            )
+            continue
+        except OSError as exc:
+            quarantined.append(Rejected(source=source, reason="unreadable file", detail=str(exc)))
+            log.warning("runbook quarantined", extra={"file": source, "reason": "unreadable file"})
+            continue
+        runbooks.append(runbook)
+        chunks.extend(
+            chunk_runbook(
+                runbook,
+                max_chars=settings.chunk_max_chars,
+                overlap_chars=settings.chunk_overlap_chars,
+                min_chars=settings.chunk_min_chars,
+            )
+        )
+    log.info(
+        "runbooks collected",
+        extra={
+            "runbooks": len(runbooks),
+            "chunks": len(chunks),
+            "quarantined": len(quarantined),
+            "skipped": len(skipped),
+        },
+    )
+    return CollectResult(chunks, runbooks, quarantined, skipped)
+
+
+def write_quarantine(settings: Settings, quarantined: Sequence[Rejected], run_id: str) -> Path:
+    """The current quarantine list (replaced each run) plus an append-only history."""
+    settings.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    entries = [q.to_json() | {"run_id": run_id} for q in quarantined]
+    path = staging.write_json(settings.quarantine_dir / f"{PIPELINE}.json", entries)
+    with open(settings.quarantine_dir / f"{PIPELINE}-history.jsonl", "a", encoding="utf-8") as fh:
+        stamp = dt.datetime.now(dt.UTC).isoformat()
+        for entry in entries:
+            fh.write(staging.json.dumps(entry | {"at": stamp}, ensure_ascii=False) + "\n")
+    return path
+
+
+# --- plan ----------------------------------------------------------------------------------------
+def plan_changes(
+    store: IndexStore, alias: str, chunks: Sequence[Chunk], quarantined: Sequence[Rejected]
+) -> Plan:
+    """Compare the collected chunks with the promoted version: what to embed and what is stale.
+
+    Chunks of a runbook that is quarantined in this run are kept as they were: bad input never
+    deletes what was indexed before.
+    """
+    base = store.current_version(alias)
+    existing = store.ids_by_source(base) if base else {}
+    wanted: dict[str, set[str]] = {}
+    for chunk in chunks:
+        wanted.setdefault(chunk.source, set()).add(chunk.id)
+    quarantined_sources = {q.source for q in quarantined}
+    to_embed: list[str] = []
+    stale: list[str] = []
+    changed: set[str] = set()
+    unchanged = 0
+    for source, ids in wanted.items():
+        old = existing.get(source, set())
+        added, removed = ids - old, old - ids
+        unchanged += len(ids & old)
+        to_embed.extend(sorted(added))
+        stale.extend(sorted(removed))
+        if added or removed:
+            changed.add(source)
+    kept: list[str] = []
+    for source, old in existing.items():
+        if source in wanted:
+            continue
+        if source in quarantined_sources:
+            kept.append(source)
+            continue
+        stale.extend(sorted(old))  # runbook deleted from the source
+        changed.add(source)
+    plan = Plan(base, to_embed, stale, unchanged, sorted(changed), sorted(kept))
+    log.info(
+        "plan",
+        extra={
+            "base_version": base,
+            "to_embed": len(to_embed),
+            "stale": len(stale),
+            "unchanged": unchanged,
+            "changed_sources": len(changed),
+        },
+    )
+    return plan
+
+
+# --- embed ---------------------------------------------------------------------------------------
+def embed_chunks(
+    chunks: Sequence[Chunk], settings: Settings, progress: Progress | None = None
+) -> list[Chunk]:
+    """Embed chunk texts in batches; returns copies carrying their vectors."""
+    out: list[Chunk] = []
+    batch = max(1, settings.embedding_batch_size) * 8  # encode() batches inside; this bounds memory
+    for start in range(0, len(chunks), batch):
+        part = chunks[start : start + batch]
+        vectors = embed_texts(
+            [c.text for c in part],
+            settings.embedding_model,
+            settings.embedding_batch_size,
+            settings.embedding_device,
+        )
+        for chunk, vector in zip(part, vectors, strict=True):
+            out.append(dataclasses.replace(chunk, vector=vector.tolist()))
+        if progress:
+            progress(len(out), len(chunks))
+    log.info("chunks embedded", extra={"embedded": len(out)})
+    return out
+
+
+# --- validate / build / promote ------------------------------------------------------------------
+def validate_build(chunks: Sequence[Chunk], settings: Settings) -> ValidationReport:
+    return validate_chunks(
+        chunks,
+        "runbook_chunks",
+        {
+            "vector_dim": model_dimension(settings.embedding_model, settings.embedding_device),
+            "text_max_length": settings.chunk_max_chars * 2 + 400,
+        },
+    )
+
+
+def build_version(
+    store: IndexStore, alias: str, plan: Plan, embedded: Sequence[Chunk], dimension: int
+) -> str:
+    """Write a new version = promoted version - stale + embedded. Readers are not affected."""
+    version = store.create_version(alias, dimension, base=plan.base_version)
+    deleted = store.delete(version, plan.stale)
+    report = store.upsert(version, embedded)
+    if report.failed:
+        raise BuildRefusedError(
+            f"{len(report.failed)} chunks failed to index in {version}: {report.failed[:3]}"
+        )
+    store.finalize(version)
+    log.info(
+        "version built",
+        extra={
+            "version": version,
+            "written": report.written,
+            "deleted": deleted,
+            "rows": store.count(version),
+        },
+    )
+    return version
+
+
+def promote(store: IndexStore, alias: str, version: str, keep: int) -> str | None:
+    previous = store.promote(alias, version)
+    for old in store.list_versions(alias)[:-keep] if keep > 0 else []:
+        if old not in (version, previous):
+            store.drop_version(old)
+    return previous
+
+
+# --- stages: one per DAG task, communicating through the run's staging folder --------------------
+def _run(settings: Settings, run_id: str) -> Path:
+    return staging.run_dir(settings.runs_dir, PIPELINE, run_id)
+
+
+def stage_collect(settings: Settings, run_id: str, root: Path) -> dict[str, Any]:
+    folder = _run(settings, run_id)
+    result = collect(root, settings)
+    staging.write_chunks(folder / "chunks.parquet", result.chunks)
+    staging.write_json(
+        folder / "pack.json", {rb.source: knowledge_pack_entry(rb) for rb in result.runbooks}
+    )
+    staging.write_json(folder / "quarantine.json", [q.to_json() for q in result.quarantined])
+    write_quarantine(settings, result.quarantined, run_id)
+    return {
+        "root": str(root),
+        "runbooks": len(result.runbooks),
+        "chunks": len(result.chunks),
+        "quarantined": [q.to_json() for q in result.quarantined],
+        "skipped": result.skipped,
+    }
+
+
+def stage_plan(settings: Settings, run_id: str, store: IndexStore) -> dict[str, Any]:
+    folder = _run(settings, run_id)
+    chunks = staging.read_chunks(folder / "chunks.parquet")
+    quarantined = [Rejected(**q) for q in staging.read_json(folder / "quarantine.json")]
+    plan = plan_changes(store, settings.runbook_index, chunks, quarantined)
+    staging.write_json(folder / "plan.json", plan.to_json())
+    return {  # counts only: XCom stays small, the full plan is in the staging folder
+        "base_version": plan.base_version,
+        "to_embed": len(plan.to_embed),
+        "stale": len(plan.stale),
+        "unchanged": plan.unchanged,
+        "changed_sources": plan.changed_sources[:50],
+        "kept_quarantined_sources": plan.kept_quarantined_sources,
+        "has_changes": plan.has_changes,
+    }
+
+
+def stage_embed(
+    settings: Settings, run_id: str, progress: Progress | None = None
+) -> dict[str, Any]:
+    folder = _run(settings, run_id)
+    plan = Plan(**staging.read_json(folder / "plan.json"))
+    wanted = set(plan.to_embed)
+    todo = [c for c in staging.read_chunks(folder / "chunks.parquet") if c.id in wanted]
+    embedded = embed_chunks(todo, settings, progress)
+    staging.write_chunks(folder / "embedded.parquet", embedded)
+    return {"embedded": len(embedded)}
+
+
+def stage_build(settings: Settings, run_id: str, store: IndexStore) -> dict[str, Any]:
+    folder = _run(settings, run_id)
+    plan = Plan(**staging.read_json(folder / "plan.json"))
+    embedded = staging.read_chunks(folder / "embedded.parquet")
+    dimension = model_dimension(settings.embedding_model, settings.embedding_device)
+    version = build_version(store, settings.runbook_index, plan, embedded, dimension)
+    return {"version": version, "rows": store.count(version)}
+
+
+def stage_validate(
+    settings: Settings, run_id: str, store: IndexStore, version: str
+) -> dict[str, Any]:
+    """Validate the whole candidate version; a failure refuses promotion (the alias stays)."""
+    ids = [i for ids in store.ids_by_source(version).values() for i in ids]
+    report = validate_build(store.fetch(version, ids), settings)
+    staging.write_json(_run(settings, run_id) / "validation.json", dataclasses.asdict(report))
+    if not report.success:
+        raise BuildRefusedError(report.summary())
+    return {"suite": report.suite, "rows": report.rows, "success": True}
+
+
+def stage_promote(
+    settings: Settings, run_id: str, store: IndexStore, version: str
+) -> dict[str, Any]:
+    previous = promote(store, settings.runbook_index, version, settings.keep_versions)
+    return {"version": version, "previous": previous}
+
+
+def stage_cache(
+    settings: Settings,
+    run_id: str,
+    cache: KnowledgeCache,
+    version: str,
+    previous: str | None,
+) -> dict[str, Any]:
+    folder = _run(settings, run_id)
+    plan = Plan(**staging.read_json(folder / "plan.json"))
+    pack: dict[str, dict[str, Any]] = staging.read_json(folder / "pack.json")
+    cache.put_pack(version, pack)
+    kept = dropped = 0
+    if previous and previous != version:
+        kept, dropped = cache.carry_over(previous, version, plan.changed_sources)
+    log.info(
+        "cache refreshed",
+        extra={"pack_entries": len(pack), "answers_kept": kept, "answers_invalidated": dropped},
+    )
+    return {"pack_entries": len(pack), "answers_kept": kept, "answers_invalidated": dropped}
+
+
+def stage_warmup(
+    settings: Settings, store: IndexStore, cache: KnowledgeCache, version: str
+) -> dict[str, Any]:
+    """Pre-compute retrieval for the most asked questions against the new version."""
+    from opsassist.search import search
+
+    questions = [q for q, _ in cache.popular_questions(settings.warmup_top_n)]
+    for question in questions:
+        hits = search(question, settings=settings, store=store, target=version, k=5)
+        cache.put_retrieval(
+            question, version, [h.to_json() for h in hits], settings.retrieval_ttl_seconds
+        )
+    return {"warmed": len(questions)}
+
+
+def run_pipeline(
+    settings: Settings,
+    root: Path,
+    store: IndexStore,
+    cache: KnowledgeCache,
+    run_id: str,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """All stages in one process (the CLI path); same functions the DAG tasks call."""
+    summary: dict[str, Any] = {"run_id": run_id}
+    summary["collect"] = stage_collect(settings, run_id, root)
+    summary["plan"] = stage_plan(settings, run_id, store)
+    if not summary["plan"]["has_changes"]:
+        summary["embed"] = {"embedded": 0}
+        summary["version"] = store.current_version(settings.runbook_index)
+        summary["promoted"] = False
+        return summary
+    summary["embed"] = stage_embed(settings, run_id, progress)
+    build = stage_build(settings, run_id, store)
+    version = build["version"]
+    summary["validate"] = stage_validate(settings, run_id, store, version)
+    promoted = stage_promote(settings, run_id, store, version)
+    summary["cache"] = stage_cache(settings, run_id, cache, version, promoted["previous"])
+    summary["warmup"] = stage_warmup(settings, store, cache, version)
+    summary["version"] = version
+    summary["promoted"] = True
+    return summary

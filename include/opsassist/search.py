@@ -1,0 +1,29 @@
+"""One search entry point for the CLI, the chat server and the evaluation."""
+
+from __future__ import annotations
+
+from opsassist.documents import SearchHit
+from opsassist.embedding import embed_query
+from opsassist.index.base import Filters, IndexStore, Query, SearchMode, hybrid_search
+from opsassist.settings import Settings, get_settings
+from opsassist.stores import fusion_config, get_index_store
+
+
+def search(
+    text: str,
+    *,
+    settings: Settings | None = None,
+    store: IndexStore | None = None,
+    target: str | None = None,
+    k: int = 10,
+    mode: SearchMode = "hybrid",
+    filters: Filters | None = None,
+) -> list[SearchHit]:
+    """Search an alias (default: the runbook index) or a version; best first."""
+    settings = settings or get_settings()
+    store = store or get_index_store(settings)
+    vector = None
+    if mode != "bm25":
+        vector = embed_query(text, settings.embedding_model, settings.embedding_device)
+    query = Query(text=text, vector=vector, k=k, mode=mode, filters=filters or Filters())
+    return hybrid_search(store, target or settings.runbook_index, query, fusion_config(settings))

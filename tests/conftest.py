@@ -1,0 +1,97 @@
+"""Shared fixtures: isolated settings per test, a migrated Airflow home, real-service access."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SHARED_RUNBOOKS = SHARED / "corpora" / "runbooks" / "prometheus-operator"
+SHIPPED_RUNBOOKS = ROOT / "include" / "opsassist" / "corpora" / "runbooks" / "prometheus-operator"
+VENV_BIN = Path(sys.executable).parent
+
+
+def runbook_corpus() -> Path:
+    """The shared corpus when present (CI and developers), else the copy shipped in the package."""
+    return SHARED_RUNBOOKS if SHARED_RUNBOOKS.is_dir() else SHIPPED_RUNBOOKS
+
+
+def service_port(name: str, default: int) -> int:
+    return int(os.environ.get(f"OPSASSIST_{name.upper()}_PORT", default))
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def require_service(name: str, port: int) -> None:
+    """Skip when a real service is not running, unless OPSASSIST_REQUIRE_SERVICES=1 (CI)."""
+    if port_open(port):
+        return
+    message = f"{name} is not running on 127.0.0.1:{port} (start it: scripts/services up {name})"
+    if os.environ.get("OPSASSIST_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Settings pointing at a fresh data folder (embedded index, memory cache)."""
+    from opsassist.settings import Settings, get_settings
+
+    monkeypatch.setenv("OPSASSIST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OPSASSIST_CACHE_BACKEND", "memory")
+    monkeypatch.setenv("OPSASSIST_INDEX_BACKEND", "embedded")
+    get_settings.cache_clear()
+    yield Settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def corpus_copy(tmp_path: Path) -> Path:
+    """A writable copy of the runbook corpus."""
+    target = tmp_path / "runbooks"
+    shutil.copytree(runbook_corpus(), target, ignore=shutil.ignore_patterns("LICENSE", "SOURCE"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    port = service_port("redis", 16379)
+    require_service("redis", port)
+    return f"redis://127.0.0.1:{port}/15"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Airflow reads its configuration at import: point it at a private home before any import."""
+    home = Path(tempfile.mkdtemp(prefix="opsassist-airflow-"))
+    os.environ["AIRFLOW_HOME"] = str(home)
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+    os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """The migrated SQLite Airflow home shared by the DAG tests (``dag.test()`` needs tables)."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    if not (home / "airflow.db").exists():
+        subprocess.run(
+            [str(VENV_BIN / "airflow"), "db", "migrate"],
+            check=True,
+            capture_output=True,
+            env=os.environ.copy(),
+            timeout=300,
+        )
+    return home

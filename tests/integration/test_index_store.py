@@ -1,0 +1,141 @@
+"""Index-store contract: indexing, search, alias promotion and stale deletion.
+
+Parametrised over backends so they cannot drift; the OpenSearch case runs against the real node
+started by ``scripts/services``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from opsassist.documents import Chunk, make_chunk
+from opsassist.index.base import Filters, IndexStore, IndexUnavailableError, Query, hybrid_search
+
+DIM = 8
+
+
+def _vector(seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(DIM).astype(np.float32)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def _chunk(
+    source: str,
+    text: str,
+    seed: int,
+    source_type: str = "runbook",
+    timestamp: dt.datetime | None = None,
+) -> Chunk:
+    chunk = make_chunk(
+        source_type=source_type,
+        source=source,
+        title=source,
+        section="Meaning",
+        text=text,
+        timestamp=timestamp,
+    )
+    chunk.vector = _vector(seed)
+    return chunk
+
+
+@pytest.fixture(params=["embedded"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexStore]:
+    from opsassist.index.embedded import EmbeddedIndexStore
+
+    yield EmbeddedIndexStore(tmp_path / "index")
+
+
+def test_build_promote_and_search(store: IndexStore) -> None:
+    chunks = [
+        _chunk("k/CrashLoop.md", "pod is crash looping and restarting", 1),
+        _chunk("e/NoLeader.md", "etcd cluster has no leader", 2),
+        _chunk("n/Disk.md", "filesystem almost out of space on node", 3),
+    ]
+    version = store.create_version("idx", DIM)
+    assert store.upsert(version, chunks).written == 3
+    store.finalize(version)
+    with pytest.raises(IndexUnavailableError):
+        hybrid_search(store, "idx", Query(text="etcd", vector=np.array(_vector(2))))
+    assert store.promote("idx", version) is None
+    hits = hybrid_search(store, "idx", Query(text="etcd leader", vector=np.array(_vector(2)), k=3))
+    assert hits[0].source == "e/NoLeader.md"
+    assert hits[0].bm25_rank == 1 and hits[0].vector_rank == 1
+    bm25 = hybrid_search(store, "idx", Query(text="filesystem space", k=2, mode="bm25"))
+    assert [h.source for h in bm25] == ["n/Disk.md"]
+    vector = hybrid_search(
+        store, "idx", Query(text="", vector=np.array(_vector(1)), k=1, mode="vector")
+    )
+    assert vector[0].source == "k/CrashLoop.md"
+    assert vector[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_new_version_is_invisible_until_promoted_and_stale_chunks_deleted(
+    store: IndexStore,
+) -> None:
+    old = _chunk("a.md", "alpha runbook old text", 1)
+    keep = _chunk("b.md", "bravo runbook stays", 2)
+    v1 = store.create_version("idx", DIM)
+    store.upsert(v1, [old, keep])
+    store.finalize(v1)
+    store.promote("idx", v1)
+
+    new = _chunk("a.md", "alpha runbook new text", 3)
+    v2 = store.create_version("idx", DIM, base=v1)
+    assert store.delete(v2, [old.id]) == 1
+    store.upsert(v2, [new])
+    store.finalize(v2)
+    assert store.count(v2) == 2 and store.count(v1) == 2
+    # readers still see v1
+    hits = hybrid_search(store, "idx", Query(text="alpha", k=5, mode="bm25"))
+    assert [h.id for h in hits] == [old.id]
+    assert store.promote("idx", v2) == v1
+    hits = hybrid_search(store, "idx", Query(text="alpha", k=5, mode="bm25"))
+    assert [h.id for h in hits] == [new.id]
+    assert store.ids_by_source(v2) == {"a.md": {new.id}, "b.md": {keep.id}}
+    assert store.list_versions("idx") == [v1, v2]
+    with pytest.raises(ValueError, match="alias points"):
+        store.drop_version(v2)
+
+
+def test_upsert_is_idempotent_and_reports_bad_vectors(store: IndexStore) -> None:
+    version = store.create_version("idx", DIM)
+    chunk = _chunk("a.md", "some text here", 1)
+    store.upsert(version, [chunk])
+    store.upsert(version, [chunk])
+    assert store.count(version) == 1
+    bad = make_chunk(source_type="runbook", source="b.md", title="b", section="s", text="bad one")
+    bad.vector = [0.1, 0.2]
+    report = store.upsert(version, [bad])
+    assert report.written == 0 and report.failed[0][0] == bad.id
+    fetched = store.fetch(version, [chunk.id])
+    assert fetched[0].text == chunk.text
+    assert fetched[0].vector == pytest.approx(chunk.vector)
+
+
+def test_filters_on_source_type_and_time(store: IndexStore) -> None:
+    now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+    chunks = [
+        _chunk("k/A.md", "payments service errors", 1),
+        _chunk(
+            "svc/payments", "payments errors spiked x20", 2, "log", now - dt.timedelta(minutes=5)
+        ),
+        _chunk("svc/payments", "payments errors old window", 3, "log", now - dt.timedelta(days=2)),
+    ]
+    version = store.create_version("idx", DIM)
+    store.upsert(version, chunks)
+    store.finalize(version)
+    store.promote("idx", version)
+    recent = Filters(source_types=("log",), since=now - dt.timedelta(hours=1))
+    hits = hybrid_search(
+        store,
+        "idx",
+        Query(text="payments errors", vector=np.array(_vector(2)), k=5, filters=recent),
+    )
+    assert [h.text for h in hits] == ["payments errors spiked x20"]
+    assert hits[0].timestamp is not None and hits[0].timestamp.startswith("2026-11-25T11:55")

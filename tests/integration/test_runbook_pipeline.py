@@ -1,0 +1,157 @@
+"""The runbook pipeline end to end in one process (the same stage functions the DAG runs):
+incremental re-runs, quarantine of bad files, validation refusing a bad build, and answer-cache
+invalidation in a real Redis."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from opsassist.cache.base import CachedAnswer
+from opsassist.cache.redis import RedisKnowledgeCache
+from opsassist.index.embedded import EmbeddedIndexStore
+from opsassist.pipelines import runbooks as pipeline
+from opsassist.settings import Settings
+from tests.conftest import runbook_corpus
+
+SUBSET = [
+    "kubernetes/KubePodCrashLooping.md",
+    "kubernetes/KubePodNotReady.md",
+    "kubernetes/KubeNodeNotReady.md",
+    "etcd/etcdNoLeader.md",
+    "etcd/etcdMembersDown.md",
+    "node/NodeFilesystemAlmostOutOfSpace.md",
+    "alertmanager/AlertmanagerFailedToSendAlerts.md",
+    "kubernetes/_index.md",
+]
+TARGET = "kubernetes/KubePodCrashLooping.md"
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    for relative in SUBSET:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(runbook_corpus() / relative, root / relative)
+    return root
+
+
+@pytest.fixture
+def redis_cache(redis_url: str) -> Iterator[RedisKnowledgeCache]:
+    cache = RedisKnowledgeCache(redis_url, f"test-{uuid.uuid4().hex[:8]}")
+    yield cache
+    for key in cache._redis.scan_iter(match=f"{cache.prefix}:*"):
+        cache._redis.delete(key)
+
+
+def _run(
+    settings: Settings, root: Path, store: EmbeddedIndexStore, cache: RedisKnowledgeCache, run: str
+) -> dict:  # type: ignore[type-arg]
+    return pipeline.run_pipeline(settings, root, store, cache, run_id=run)
+
+
+def test_incremental_runs_embed_only_what_changed(
+    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache
+) -> None:
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    first = _run(settings, small_corpus, store, redis_cache, "r1")
+    v1 = first["version"]
+    assert first["promoted"] and first["embed"]["embedded"] == first["collect"]["chunks"] > 10
+    assert first["collect"]["skipped"] == ["kubernetes/_index.md"]
+    assert redis_cache.pack_version() == v1
+    assert TARGET in redis_cache.get_pack([TARGET])
+
+    redis_cache.put_answer(
+        CachedAnswer("why is my pod restarting", "see runbook", [TARGET], v1), 600
+    )
+    redis_cache.put_answer(
+        CachedAnswer("etcd no leader", "see etcd runbook", ["etcd/etcdNoLeader.md"], v1), 600
+    )
+
+    second = _run(settings, small_corpus, store, redis_cache, "r2")
+    assert second["embed"]["embedded"] == 0
+    assert second["promoted"] is False and second["version"] == v1
+    assert store.list_versions(settings.runbook_index) == [v1]
+
+    before = store.ids_by_source(v1)
+    path = small_corpus / TARGET
+    path.write_text(
+        path.read_text().replace(
+            "Talk with developers or read documentation about the app",
+            "Roll back the last deployment, then talk with the developers",
+        )
+    )
+    third = _run(settings, small_corpus, store, redis_cache, "r3")
+    v2 = third["version"]
+    assert third["promoted"] and v2 != v1
+    assert third["embed"]["embedded"] == 1
+    assert third["plan"]["stale"] == 1 and third["plan"]["changed_sources"] == [TARGET]
+    after = store.ids_by_source(v2)
+    assert len(after[TARGET] - before[TARGET]) == 1  # the rewritten chunk
+    assert len(before[TARGET] - after[TARGET]) == 1  # its stale predecessor is gone
+    assert {s: i for s, i in after.items() if s != TARGET} == {
+        s: i for s, i in before.items() if s != TARGET
+    }
+    assert store.count(v2) == store.count(v1)
+    # cache: the answer citing the changed runbook is invalidated, the other one carried over
+    assert third["cache"] == {"pack_entries": 7, "answers_kept": 1, "answers_invalidated": 1}
+    assert redis_cache.get_answer("why is my pod restarting", v2) is None
+    assert redis_cache.get_answer("etcd no leader", v2) is not None
+
+
+def test_malformed_runbooks_are_quarantined_and_nothing_is_lost(
+    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache
+) -> None:
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    first = _run(settings, small_corpus, store, redis_cache, "q1")
+    good_before = store.ids_by_source(first["version"])
+
+    bad = small_corpus / "bad"
+    bad.mkdir()
+    (bad / "BrokenFrontMatter.md").write_text("---\ntitle: [oops\n---\n# X\n\nbody text here\n")
+    (bad / "Empty.md").write_text("---\ntitle: Empty\n---\n\n")
+    (bad / "Binary.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
+    (bad / "Latin1.md").write_bytes("# Caf\u00e9\n\nd\u00e9j\u00e0 vu".encode("latin-1"))
+    # a runbook that was indexed before now breaks: its chunks must survive
+    (small_corpus / "etcd/etcdNoLeader.md").write_bytes(b"\xff\xfe broken \x00")
+
+    second = _run(settings, small_corpus, store, redis_cache, "q2")
+    reasons = {q["source"]: q["reason"] for q in second["collect"]["quarantined"]}
+    assert reasons == {
+        "bad/BrokenFrontMatter.md": "broken front matter",
+        "bad/Empty.md": "no text",
+        "bad/Binary.md": "binary content",
+        "bad/Latin1.md": "unreadable encoding",
+        "etcd/etcdNoLeader.md": "binary content",
+    }
+    quarantine_file = settings.quarantine_dir / "runbooks.json"
+    assert quarantine_file.exists() and "bad/Latin1.md" in quarantine_file.read_text()
+    assert second["plan"]["has_changes"] is False  # nothing good changed, nothing lost
+    assert store.ids_by_source(store.current_version(settings.runbook_index) or "") == good_before
+
+
+def test_failed_validation_refuses_promotion(
+    settings: Settings,
+    small_corpus: Path,
+    redis_cache: RedisKnowledgeCache,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    good = _run(settings, small_corpus, store, redis_cache, "g1")["version"]
+    (small_corpus / "node" / "NewRunbook.md").write_text(
+        "---\ntitle: New Runbook\n---\n# NewRunbook\n\n## Meaning\n\nSomething new happened.\n"
+    )
+
+    def zero_vectors(texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return np.zeros((len(texts), 384), dtype=np.float32)  # "empty embeddings"
+
+    monkeypatch.setattr(pipeline, "embed_texts", zero_vectors)
+    with pytest.raises(pipeline.BuildRefusedError, match="vector_norm"):
+        _run(settings, small_corpus, store, redis_cache, "g2")
+    assert store.current_version(settings.runbook_index) == good
+    assert redis_cache.pack_version() == good
