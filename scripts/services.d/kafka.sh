@@ -14,8 +14,12 @@ kafka_classpath() {
     printf '%s' "$rt/opsassist-kafka.jar"
     find "$rt/lib" -maxdepth 1 -name '*.jar' | LC_ALL=C sort | sed 's/^/:/' | tr -d '\n'
 }
-kafka_java() {  # java with the broker's classpath and logging
-    "$JAVA" -Dlog4j2.configurationFile="$SVC_D/kafka/log4j2.xml" -cp "$(kafka_classpath)" "$@"
+kafka_java() {  # a short-lived java (storage format, readiness) with the broker's classpath
+    local cds=() archive
+    archive="$(kafka_runtime)/kafka.jsa"
+    [ -s "$archive" ] && cds=("-XX:SharedArchiveFile=$archive" -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off)
+    "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${cds[@]}" \
+        -Dlog4j2.configurationFile="$SVC_D/kafka/log4j2.xml" -cp "$(kafka_classpath)" "$@"
 }
 kafka_prepare() {
     local home rt data log="$LOGS/kafka-install.log" id
@@ -43,16 +47,17 @@ kafka_prepare() {
     fi
 }
 kafka_start() {
-    local home
+    local home cp
     home="$(kafka_home)"
+    cp="$(kafka_classpath)"
     # shellcheck disable=SC2046
     launch kafka "$home" "$JAVA" \
         $(heap_flags "${OPSASSIST_KAFKA_HEAP:-}" "-Xms256m -Xmx512m") \
         -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
-        $(java_cds_flags "$(kafka_runtime)/kafka.jsa") \
+        $(java_cds_flags "$(kafka_runtime)/kafka.jsa" "$cp") \
         -Dlog4j2.configurationFile="$SVC_D/kafka/log4j2.xml" \
         -Dkafka.logs.dir="$home/logs" \
-        -cp "$(kafka_classpath)" kafka.Kafka "$home/server.properties"
+        -cp "$cp" kafka.Kafka "$home/server.properties"
 }
 kafka_healthy() {
     port_open "$(kafka_port)" || return 1

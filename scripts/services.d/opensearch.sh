@@ -45,17 +45,18 @@ opensearch_prepare() {
     cp "$SVC_D/opensearch/log4j2.properties" "$home/config/log4j2.properties"
 }
 opensearch_start() {
-    local home
+    local home cp
     home="$(opensearch_home)"
+    cp="$(opensearch_classpath)"
     # shellcheck disable=SC2046
     launch opensearch "$home" "$JAVA" \
         $(heap_flags "${OPSASSIST_OPENSEARCH_HEAP:-}" "-Xms512m -Xmx1g") \
         -XX:+UseG1GC -Djava.awt.headless=true -Dfile.encoding=UTF-8 \
         -Dlog4j2.disable.jmx=true -Dlog4j.shutdownHookEnabled=false \
         -XX:+HeapDumpOnOutOfMemoryError "-XX:HeapDumpPath=$home/logs" \
-        $(java_cds_flags "$(opensearch_runtime)/opensearch.jsa") \
+        $(java_cds_flags "$(opensearch_runtime)/opensearch.jsa" "$cp") \
         -Dlog4j2.configurationFile="$home/config/log4j2.properties" \
-        -cp "$(opensearch_classpath)" OpsAssistNode "$home" "${OPENSEARCH_PLUGINS[@]}"
+        -cp "$cp" OpsAssistNode "$home" "${OPENSEARCH_PLUGINS[@]}"
 }
 opensearch_healthy() {
     http_has '"status":"(green|yellow)"' \

@@ -102,7 +102,8 @@ postgres_start() {
     head -n1 "$data/postmaster.pid" > "$(pidfile postgres)"
     postgres_bootstrap_sql
 }
-postgres_superuser_psql() {
+# shellcheck disable=SC2120
+postgres_superuser_psql() {  # psql as the cluster's superuser; extra psql arguments allowed
     PGPASSWORD="$(cat "$(postgres_home)/superuser-password")" PGCONNECT_TIMEOUT=5 \
         psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$(postgres_port)" -U postgres -d postgres "$@"
 }

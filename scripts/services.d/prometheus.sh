@@ -22,7 +22,8 @@ prometheus_start() {
         "--web.enable-lifecycle"
 }
 prometheus_healthy() {
-    local base="http://127.0.0.1:$(prometheus_port)"
+    local base
+    base="http://127.0.0.1:$(prometheus_port)"
     http_get "$base/-/ready" > /dev/null || return 1
     # scraped by this process (a sample kept from a previous run would satisfy the query alone)
     http_has '"scrapePool":"node".*"health":"up"' "$base/api/v1/targets?scrapePool=node&state=active" \
