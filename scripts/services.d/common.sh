@@ -262,7 +262,9 @@ stop_pid() {
 # is deleted and written again.
 java_cds_flags() {
     local archive="$1" cp="$2"
-    if [ -s "$archive" ] && ! "$JAVA" "-XX:SharedArchiveFile=$archive" -Xshare:on -cp "$cp" \
+    # -XX:ErrorFile: a broken archive crashes this probe JVM; keep its report out of the cwd.
+    if [ -s "$archive" ] && ! "$JAVA" "-XX:SharedArchiveFile=$archive" -Xshare:on \
+            "-XX:ErrorFile=${TMPDIR:-/tmp}/opsassist-cds-probe-%p.log" -cp "$cp" \
             -version > /dev/null 2>&1; then
         rm -f "$archive"
     fi

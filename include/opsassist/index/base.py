@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -23,6 +24,7 @@ from opsassist.documents import Chunk, SearchHit
 from opsassist.index.fusion import fuse
 
 SearchMode = Literal["hybrid", "bm25", "vector"]
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="opsassist-search")
 _VERSION = re.compile(r"^(?P<alias>[a-z0-9_-]+?)-v(?P<number>\d{4,})$")
 
 
@@ -160,12 +162,19 @@ def hybrid_search(
     n = max(fusion.candidates, query.k)
     lexical: list[RankedRow] = []
     semantic: list[RankedRow] = []
-    if query.mode in ("hybrid", "bm25") and query.text.strip():
+    want_lexical = query.mode in ("hybrid", "bm25") and bool(query.text.strip())
+    want_semantic = query.mode in ("hybrid", "vector")
+    if want_semantic and query.vector is None:
+        raise ValueError("vector and hybrid search need a query vector")
+    if want_lexical and want_semantic:
+        # Both backends release the GIL while searching: run the two lists concurrently.
+        pending = _POOL.submit(store.bm25, version, query.text, n, query.filters)
+        semantic = store.knn(version, query.vector, n, query.filters)  # type: ignore[arg-type]
+        lexical = pending.result()
+    elif want_lexical:
         lexical = store.bm25(version, query.text, n, query.filters)
-    if query.mode in ("hybrid", "vector"):
-        if query.vector is None:
-            raise ValueError("vector and hybrid search need a query vector")
-        semantic = store.knn(version, query.vector, n, query.filters)
+    elif want_semantic:
+        semantic = store.knn(version, query.vector, n, query.filters)  # type: ignore[arg-type]
 
     rows = {r.id: r for r in semantic} | {r.id: r for r in lexical}
     bm25_rank = {r.id: i + 1 for i, r in enumerate(lexical)}

@@ -1,0 +1,51 @@
+"""Small helpers shared by the benchmark scripts (timing and percentile printing)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def time_calls(fn: Callable[[int], Any], n: int, warmup: int = 10) -> list[float]:
+    """Milliseconds per call of fn(i) for i in range(n), after a warm-up."""
+    for i in range(warmup):
+        fn(i)
+    out = []
+    for i in range(n):
+        start = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def summary(name: str, millis: Sequence[float]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "n": len(millis),
+        "p50_ms": round(percentile(millis, 50), 3),
+        "p95_ms": round(percentile(millis, 95), 3),
+        "mean_ms": round(statistics.fmean(millis), 3),
+    }
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "host": platform.node()}
+
+
+def emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
