@@ -2,7 +2,8 @@
 
 sync -> collect (parse, chunk, quarantine bad files) -> plan (diff with the promoted version) ->
 [short-circuit when nothing changed] -> embed (new chunks only) -> build (new version) ->
-validate (Great Expectations) -> promote (alias swap) -> cache (knowledge pack, answer carry-over)
+validate (Great Expectations) -> gate (retrieval quality vs the promoted version, MLflow) ->
+promote (alias swap) -> cache (knowledge pack, answer carry-over)
 -> warm-up. Wiring only: every step is a function in ``opsassist.pipelines.runbooks``.
 """
 
@@ -98,6 +99,16 @@ def runbooks_index() -> None:
             runbooks.stage_validate(settings, run_id, get_index_store(settings), version)
             return version
 
+    @task(retries=0)
+    def gate(version: str) -> str:
+        from opsassist.pipelines import runbooks
+        from opsassist.pipelines.context import task_scope
+        from opsassist.stores import get_index_store
+
+        with task_scope() as (settings, run_id):
+            runbooks.stage_gate(settings, run_id, get_index_store(settings), version)
+            return version
+
     @task
     def promote(version: str) -> dict[str, Any]:
         from opsassist.pipelines import runbooks
@@ -132,7 +143,7 @@ def runbooks_index() -> None:
     planned = plan(collect(sync()))
     embedded = embed()
     has_changes(planned) >> embedded
-    version = validate(build(embedded))
+    version = gate(validate(build(embedded)))
     promoted = promote(version)
     warm_up(promoted, refresh_cache(promoted))
 

@@ -1,4 +1,4 @@
-"""``opsassist``: a thin command line over the library (index, search, demo, settings)."""
+"""``opsassist``: a thin command line over the library (index, search, eval, demo, settings)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -137,6 +138,68 @@ def search_command(
         snippet = " ".join(hit.text.split("\n", 1)[-1].split())[:90]
         table.add_row(str(rank), f"{hit.score:.4f}", hit.source, hit.section, snippet)
     Console().print(table)
+
+
+def _metrics_table(metrics: dict[str, float], modes: Sequence[str], groups: Sequence[str]) -> Table:
+    """One row per (question group, mode): all questions, then each language and kind."""
+    names = ["recall_at_1", "recall_at_3", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10"]
+    table = Table("group", "mode", "n", "R@1", "R@3", "R@5", "R@10", "MRR@10", "nDCG@10")
+    table.add_column("p50 ms")
+    table.add_column("p95 ms")
+    for group in groups:
+        count = int(metrics.get(f"questions.{group}" if group else "questions", 0))
+        for mode in modes:
+            prefix = f"{mode}.{group}." if group else f"{mode}."
+            if f"{prefix}recall_at_5" not in metrics:
+                continue
+            latency = [f"{metrics[f'{mode}.latency_p{p}_ms']:.0f}" for p in (50, 95)]
+            table.add_row(
+                group or "all",
+                mode,
+                str(count),
+                *(f"{metrics[prefix + name]:.3f}" for name in names),
+                *(latency if not group else ["", ""]),
+            )
+    return table
+
+
+@app.command("eval")
+def eval_command(
+    set_name: Annotated[str, typer.Option("--set", help="runbooks or signals.")] = "runbooks",
+    index: Annotated[
+        str | None, typer.Option(help="Alias or version (default: the set's index).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log an MLflow run.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Evaluate retrieval (hybrid vs BM25 vs vector) on an evaluation set; log it to MLflow."""
+    settings = _setup(verbose)
+    with correlation_scope():
+        try:
+            from opsassist.evaluation.service import evaluate_set, resolve_index
+
+            version = resolve_index(settings, set_name, index)
+            result = evaluate_set(settings, set_name, version, log_to_mlflow=mlflow)
+        except Exception as exc:
+            raise _fail(exc) from exc
+    if json_output:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        return
+    report = result.report
+    languages = sorted({r.language for r in report.results})
+    kinds = sorted({r.kind for r in report.results})
+    Console().print(_metrics_table(report.metrics, report.modes, ["", *languages, *kinds]))
+    console.print(
+        f"{report.evalset} on {report.version}: {report.questions} of {report.total_items} "
+        f"questions applicable"
+        + (f"; MLflow run {result.mlflow_run_id}" if result.mlflow_run_id else "")
+    )
+    if result.unmatched:
+        shown = ", ".join(result.unmatched[:5]) + (" ..." if len(result.unmatched) > 5 else "")
+        console.print(
+            f"  [yellow]{len(result.unmatched)} rules match no document[/yellow]: {shown}"
+        )
 
 
 @app.command("settings")

@@ -86,6 +86,49 @@ class Settings(BaseSettings):
         default=50, description="Results taken from each of BM25 and vector before fusion."
     )
 
+    # --- evaluation and MLflow ------------------------------------------------------------------
+    mlflow_tracking_uri: SecretStr = Field(
+        default=SecretStr(""),
+        description="MLflow tracking URI (secret: it may hold a password); empty: SQLite file "
+        "<data dir>/mlflow/mlflow.db, artifacts under <data dir>/mlflow/artifacts.",
+    )
+    mlflow_experiment_prefix: str = Field(
+        default="opsassist",
+        description="MLflow experiments are named <prefix>-<set> (opsassist-runbooks, ...).",
+    )
+    evalsets_dir: Path = Field(
+        default_factory=lambda: PACKAGE_ROOT / "evalsets",
+        description="Folder of versioned evaluation sets (default: the shipped evalsets/).",
+    )
+    eval_loghub_path: Path = Field(
+        default_factory=lambda: PROJECT_ROOT.parent / "shared" / "corpora" / "loghub",
+        description="loghub samples the signals evaluation index is mined from (shared corpus).",
+    )
+    eval_signal_index: str = Field(
+        default="signals-eval",
+        description="Alias of the signal index the evaluation builds from the loghub samples.",
+    )
+    gate_enabled: bool = Field(
+        default=True, description="Evaluate each runbook build before promotion (quality gate)."
+    )
+    gate_language: str = Field(
+        default="en", description="Language of the evaluation questions the gate compares."
+    )
+    gate_tolerance: float = Field(
+        default=0.02,
+        description="Largest drop of hybrid recall@5 or MRR@10 vs the promoted index that passes.",
+    )
+    gate_min_recall_at_5: float = Field(
+        default=0.8, description="Hybrid recall@5 floor for a first build (no promoted index)."
+    )
+    gate_min_mrr_at_10: float = Field(
+        default=0.6, description="Hybrid MRR@10 floor for a first build (no promoted index)."
+    )
+    gate_min_questions: int = Field(
+        default=20,
+        description="Fewer applicable questions than this: the gate passes (too few to judge).",
+    )
+
     # --- OpenSearch -----------------------------------------------------------------------------
     opensearch_url: str = Field(
         default="http://127.0.0.1:19200", description="OpenSearch endpoint (opensearch backend)."
@@ -94,6 +137,122 @@ class Settings(BaseSettings):
     opensearch_password: SecretStr = Field(
         default=SecretStr(""), description="OpenSearch basic-auth password (secret)."
     )
+    opensearch_conn_id: str = Field(
+        default="",
+        description="Airflow connection id; inside an Airflow task the client comes from the "
+        "OpenSearch provider's hook (empty: use the URL above).",
+    )
+    opensearch_index_prefix: str = Field(
+        default="",
+        pattern=r"^([a-z0-9][a-z0-9_-]*)?$",
+        description="Prefix of every physical index, alias and search pipeline name "
+        "(share a cluster between environments).",
+    )
+    opensearch_shards: int = Field(
+        default=1, description="Primary shards per index version (1 keeps BM25 statistics exact)."
+    )
+    opensearch_replicas: int = Field(
+        default=0, description="Replicas set on a version when it is finalized (0: single node)."
+    )
+    opensearch_timeout_seconds: float = Field(
+        default=60.0, description="Timeout of one OpenSearch request (bulk, search, admin)."
+    )
+
+    # --- signals --------------------------------------------------------------------------------
+    signals_sources: str = Field(
+        default="spool",
+        description="Comma-separated sources the signal ingest reads: spool, kafka, prometheus.",
+    )
+    signals_spool_path: Path = Field(
+        default=Path("var/spool"),
+        description="Spool folder of JSONL / raw log files (logs/, metrics/, events/ sub-folders).",
+    )
+    signals_kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092",
+        description="Kafka bootstrap servers outside Airflow (DAG tasks use the connection).",
+    )
+    signals_kafka_conn_id: str = Field(
+        default="opsassist_kafka",
+        description="Airflow Kafka connection of the ingest consumer (enable.auto.commit=false).",
+    )
+    signals_kafka_watch_conn_id: str = Field(
+        default="opsassist_kafka_watch",
+        description="Airflow Kafka connection of the AssetWatcher trigger (its own group.id).",
+    )
+    signals_kafka_group: str = Field(
+        default="opsassist-signals", description="Consumer group of the ingest outside Airflow."
+    )
+    signals_log_topics: str = Field(
+        default="opsassist.logs", description="Comma-separated Kafka topics carrying log lines."
+    )
+    signals_metric_topics: str = Field(
+        default="opsassist.metrics", description="Comma-separated Kafka topics carrying samples."
+    )
+    signals_event_topics: str = Field(
+        default="opsassist.k8s-events",
+        description="Comma-separated Kafka topics carrying Kubernetes events.",
+    )
+    signals_dlq_suffix: str = Field(
+        default=".dlq", description="Dead-letter topic of a topic: its name plus this suffix."
+    )
+    signals_prometheus_url: str = Field(
+        default="http://127.0.0.1:19090", description="Prometheus HTTP API base URL."
+    )
+    signals_promql: dict[str, str] = Field(
+        default={
+            "node_load1": "node_load1",
+            "cpu_busy_ratio": "1 - avg by (instance) "
+            '(rate(node_cpu_seconds_total{mode="idle"}[1m]))',
+            "memory_available_ratio": "node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes",
+        },
+        description="PromQL range queries watched for anomalies, as a JSON object name -> PromQL.",
+    )
+    signals_window_seconds: int = Field(
+        default=300, description="Window of log templates, event digests and metric summaries."
+    )
+    signals_lateness_seconds: int = Field(
+        default=3600,
+        description="Records older than a stream's newest event time minus this are dead-lettered.",
+    )
+    signals_retention_days: int = Field(
+        default=7, description="Signal documents older than this are deleted from the index."
+    )
+    signals_batch_max_records: int = Field(
+        default=5000, description="Records per ingest batch (one index write and commit each)."
+    )
+    signals_poll_timeout_seconds: float = Field(
+        default=1.0, description="Longest wait for records before a batch is closed."
+    )
+    signals_run_budget_seconds: float = Field(
+        default=240.0, description="How long one DAG task drains a source before leaving the rest."
+    )
+    signals_max_message_bytes: int = Field(
+        default=65536, description="Larger messages or lines are dead-lettered as oversized."
+    )
+    signals_metric_step_seconds: int = Field(
+        default=15, description="Fixed step metric series are normalised to."
+    )
+    signals_metric_baseline_seconds: int = Field(
+        default=3600, description="History before a window used as its anomaly baseline."
+    )
+    signals_anomaly_z: float = Field(
+        default=3.5, description="Robust z-score (median/MAD) from which a point is anomalous."
+    )
+    signals_examples: int = Field(
+        default=3, description="Example lines or messages quoted per signal document."
+    )
+    signals_max_sequences: int = Field(
+        default=2000,
+        description="Distinct masked lines kept per service and window (the rest are counted).",
+    )
+    signals_finalize_seconds: int = Field(
+        default=600, description="Seconds between index finalizations (BM25/ANN rebuild)."
+    )
+
+    @field_validator("signals_spool_path")
+    @classmethod
+    def _absolute_spool(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
 
     # --- cache (CAG) ----------------------------------------------------------------------------
     cache_backend: Literal["redis", "memory"] = Field(
@@ -112,6 +271,76 @@ class Settings(BaseSettings):
         default=24 * 3600, description="Time to live of a warmed retrieval result."
     )
     warmup_top_n: int = Field(default=20, description="Popular questions warmed after a build.")
+
+    # --- chat server and model (KServe) ---------------------------------------------------------
+    api_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated bearer keys the chat server accepts (secret); empty: no auth.",
+    )
+    cors_origins: str = Field(
+        default="*", description="Comma-separated origins allowed by CORS (Open WebUI), or *."
+    )
+    chat_model_id: str = Field(
+        default="opsassist", description="Model id the chat server lists at /v1/models."
+    )
+    chat_top_k: int = Field(default=4, description="Runbook chunks retrieved per question.")
+    chat_signal_top_k: int = Field(
+        default=3, description="Signal chunks retrieved per question (when the alias exists)."
+    )
+    chat_default_window: str = Field(
+        default="24h", description="Signal time window when the question and request give none."
+    )
+    chat_context_chars: int = Field(
+        default=2000, description="Upper bound of retrieved text put in the model's prompt."
+    )
+    chat_history_turns: int = Field(
+        default=2, description="Earlier user/assistant messages passed on to the model."
+    )
+    chat_max_tokens: int = Field(
+        default=256, description="Default max_tokens of a generated answer."
+    )
+    chat_temperature: float = Field(
+        default=0.2, description="Default sampling temperature of a generated answer."
+    )
+    chat_torch_threads: int = Field(
+        default=1,
+        description="torch threads for query embeddings in the chat server (0: torch default).",
+    )
+    model_server_url: str = Field(
+        default="http://127.0.0.1:18080", description="Base URL of the KServe model server."
+    )
+    model_name: str = Field(
+        default="smollm2-135m-instruct",
+        description="Model name on the server (OpenAI routes); shared with scripts/model-server.",
+    )
+    model_v2_name: str = Field(
+        default="", description="Model name for the v2 protocol (empty: `<model_name>-v2`)."
+    )
+    model_protocol: Literal["openai", "v2"] = Field(
+        default="openai",
+        description="KServe protocol: OpenAI-compatible routes or Open Inference Protocol v2.",
+    )
+    model_api_key: SecretStr = Field(
+        default=SecretStr(""), description="Bearer token for the model server, if any (secret)."
+    )
+    model_connect_timeout_seconds: float = Field(
+        default=2.0, description="Connect timeout to the model server."
+    )
+    model_read_timeout_seconds: float = Field(
+        default=60.0, description="Read timeout (longest wait for the next byte) from the model."
+    )
+    model_retries: int = Field(
+        default=2, description="Retries on connect errors and 5xx before the first byte."
+    )
+    model_retry_backoff_seconds: float = Field(
+        default=0.2, description="First retry delay (doubled on each retry)."
+    )
+    model_breaker_failures: int = Field(
+        default=3, description="Consecutive failed calls that open the model circuit breaker."
+    )
+    model_breaker_cooldown_seconds: float = Field(
+        default=30.0, description="Open-breaker cool-down before one trial call (half-open)."
+    )
 
     # --- logging --------------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Root log level.")

@@ -11,6 +11,13 @@ def get_index_store(settings: Settings) -> IndexStore:
     if settings.index_backend == "opensearch":
         from opsassist.index.opensearch import OpenSearchIndexStore
 
+        if settings.opensearch_conn_id:
+            from opsassist.hooks import in_airflow_task
+
+            if in_airflow_task():  # DAG tasks: credentials from the Airflow connection
+                return OpenSearchIndexStore.from_airflow_connection(
+                    settings.opensearch_conn_id, settings
+                )
         return OpenSearchIndexStore.from_settings(settings)
     from opsassist.index.embedded import EmbeddedIndexStore
 

@@ -15,6 +15,7 @@ import pytest
 
 from opsassist.documents import Chunk, make_chunk
 from opsassist.index.base import Filters, IndexStore, IndexUnavailableError, Query, hybrid_search
+from tests.integration.opensearch_fixtures import opensearch_store
 
 DIM = 8
 
@@ -44,8 +45,11 @@ def _chunk(
     return chunk
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(params=["embedded", pytest.param("opensearch", marks=pytest.mark.services)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexStore]:
+    if request.param == "opensearch":
+        yield from opensearch_store()
+        return
     from opsassist.index.embedded import EmbeddedIndexStore
 
     yield EmbeddedIndexStore(tmp_path / "index")

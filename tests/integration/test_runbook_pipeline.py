@@ -14,10 +14,12 @@ import pytest
 
 from opsassist.cache.base import CachedAnswer
 from opsassist.cache.redis import RedisKnowledgeCache
+from opsassist.index.base import IndexStore
 from opsassist.index.embedded import EmbeddedIndexStore
 from opsassist.pipelines import runbooks as pipeline
 from opsassist.settings import Settings
 from tests.conftest import runbook_corpus
+from tests.integration.opensearch_fixtures import opensearch_store
 
 SUBSET = [
     "kubernetes/KubePodCrashLooping.md",
@@ -41,6 +43,15 @@ def small_corpus(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(params=["embedded", pytest.param("opensearch", marks=pytest.mark.services)])
+def store(request: pytest.FixtureRequest, settings: Settings) -> Iterator[IndexStore]:
+    """The same pipeline tests on both backends (OpenSearch: a unique prefix per test)."""
+    if request.param == "opensearch":
+        yield from opensearch_store()
+        return
+    yield EmbeddedIndexStore(settings.embedded_index_dir)
+
+
 @pytest.fixture
 def redis_cache(redis_url: str) -> Iterator[RedisKnowledgeCache]:
     cache = RedisKnowledgeCache(redis_url, f"test-{uuid.uuid4().hex[:8]}")
@@ -50,15 +61,14 @@ def redis_cache(redis_url: str) -> Iterator[RedisKnowledgeCache]:
 
 
 def _run(
-    settings: Settings, root: Path, store: EmbeddedIndexStore, cache: RedisKnowledgeCache, run: str
+    settings: Settings, root: Path, store: IndexStore, cache: RedisKnowledgeCache, run: str
 ) -> dict:  # type: ignore[type-arg]
     return pipeline.run_pipeline(settings, root, store, cache, run_id=run)
 
 
 def test_incremental_runs_embed_only_what_changed(
-    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache
+    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache, store: IndexStore
 ) -> None:
-    store = EmbeddedIndexStore(settings.embedded_index_dir)
     first = _run(settings, small_corpus, store, redis_cache, "r1")
     v1 = first["version"]
     assert first["promoted"] and first["embed"]["embedded"] == first["collect"]["chunks"] > 10
@@ -105,9 +115,8 @@ def test_incremental_runs_embed_only_what_changed(
 
 
 def test_malformed_runbooks_are_quarantined_and_nothing_is_lost(
-    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache
+    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache, store: IndexStore
 ) -> None:
-    store = EmbeddedIndexStore(settings.embedded_index_dir)
     first = _run(settings, small_corpus, store, redis_cache, "q1")
     good_before = store.ids_by_source(first["version"])
 
@@ -140,8 +149,8 @@ def test_failed_validation_refuses_promotion(
     small_corpus: Path,
     redis_cache: RedisKnowledgeCache,
     monkeypatch: pytest.MonkeyPatch,
+    store: IndexStore,
 ) -> None:
-    store = EmbeddedIndexStore(settings.embedded_index_dir)
     good = _run(settings, small_corpus, store, redis_cache, "g1")["version"]
     (small_corpus / "node" / "NewRunbook.md").write_text(
         "---\ntitle: New Runbook\n---\n# NewRunbook\n\n## Meaning\n\nSomething new happened.\n"

@@ -348,6 +348,14 @@ class TemplateMiner:
         text = self._clusters[index].text
         return template_id(text), text
 
+    def match_tokens(self, tokens: Tokens) -> tuple[str, str] | None:
+        """:meth:`match` for a sequence that is already masked and tokenised."""
+        index = self._match_index(tuple(tokens))
+        if index is None:
+            return None
+        text = self._clusters[index].text
+        return template_id(text), text
+
     def _match_index(self, tokens: Tokens) -> int | None:
         seen = self._seen.get(tokens)
         if seen is not None:

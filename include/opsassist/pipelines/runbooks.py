@@ -1,6 +1,6 @@
-"""The runbook (CAG) pipeline as plain functions: collect -> plan -> embed -> validate -> build ->
-promote -> cache. The Airflow DAG wires them as tasks; ``opsassist index runbooks`` runs them in
-one process. Each step reads and writes files in the run's staging folder, so a retried task
+"""The runbook (CAG) pipeline as plain functions: collect -> plan -> embed -> build -> validate ->
+gate -> promote -> cache. The Airflow DAG wires them as tasks; ``opsassist index runbooks`` runs
+them in one process. Each step reads and writes files in the run's staging folder, so a retried task
 redoes only its own work and re-running the whole pipeline converges to the same index.
 """
 
@@ -307,6 +307,19 @@ def stage_validate(
     return {"suite": report.suite, "rows": report.rows, "success": True}
 
 
+def stage_gate(settings: Settings, run_id: str, store: IndexStore, version: str) -> dict[str, Any]:
+    """Quality gate: evaluate the candidate against the promoted version; a regression refuses
+    promotion (the alias stays). See ``opsassist.evaluation.gate``."""
+    from opsassist.evaluation.gate import run_gate
+
+    baseline = store.current_version(settings.runbook_index)
+    decision = run_gate(settings, store, version, baseline, run_id)
+    staging.write_json(_run(settings, run_id) / "gate.json", decision.to_json())
+    if not decision.promote:
+        raise BuildRefusedError(f"quality gate refused {version}: {decision.reason}")
+    return decision.to_json()
+
+
 def stage_promote(
     settings: Settings, run_id: str, store: IndexStore, version: str
 ) -> dict[str, Any]:
@@ -371,6 +384,7 @@ def run_pipeline(
     build = stage_build(settings, run_id, store)
     version = build["version"]
     summary["validate"] = stage_validate(settings, run_id, store, version)
+    summary["gate"] = stage_gate(settings, run_id, store, version)
     promoted = stage_promote(settings, run_id, store, version)
     summary["cache"] = stage_cache(settings, run_id, cache, version, promoted["previous"])
     summary["warmup"] = stage_warmup(settings, store, cache, version)

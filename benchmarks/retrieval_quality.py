@@ -1,0 +1,268 @@
+"""Retrieval quality on the shipped evaluation sets: hybrid vs BM25-only vs vector-only, same run.
+
+Builds the runbook index of ``OPSASSIST_RUNBOOKS_PATH`` with the current settings in its own
+store (``<data dir>/bench/retrieval_quality``; chunk vectors are cached by chunk id, so re-runs
+and sweep points re-embed only chunks they have not seen), evaluates the runbook set (and with
+``--signals`` the loghub signal set) in the three modes on the same index and query vectors,
+prints recall@k / MRR@10 / nDCG@10 / latency per language and kind with the hybrid-to-baseline
+ratios, and logs each evaluation as an MLflow run (``opsassist-runbooks``, ``opsassist-signals``).
+
+``--sweep`` tunes the defaults: every chunking point (max chars x overlap) is built once, then
+every fusion point (RRF k and vector weight, weighted fusion and its weight, candidates per list)
+is evaluated on it in hybrid mode; each point is one MLflow run tagged ``sweep=<id>``. The
+ranking key is English recall@5, then English MRR@10, then MRR@10 over all questions.
+``--chunking 1200:0,1200:150`` and ``--weights 0.1,0.2`` replace those axes of the grid.
+
+    .venv/bin/python -m benchmarks.retrieval_quality [--signals] [--sweep [--quick]
+        [--chunking M:O,...] [--weights W,...]] [--no-mlflow] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import emit, machine
+from opsassist.embedding import model_dimension
+from opsassist.evaluation.evalset import applicable, load_evalset
+from opsassist.evaluation.runner import (
+    EvalReport,
+    document_refs,
+    embed_questions,
+    evaluate_version,
+)
+from opsassist.evaluation.service import evaluate_set
+from opsassist.evaluation.signals import ensure_signal_index
+from opsassist.evaluation.tracking import log_run, run_params
+from opsassist.index.embedded import EmbeddedIndexStore
+from opsassist.logs import configure_logging
+from opsassist.pipelines.runbooks import collect, embed_chunks
+from opsassist.settings import Settings
+from opsassist.stores import fusion_config
+
+ALIAS = "bench"
+CHUNKING = [(600, 100), (800, 150), (1200, 0), (1200, 150), (1200, 300), (1600, 150)]
+CHUNKING_QUICK = [(800, 150), (1200, 150)]
+HEADLINE = ("recall_at_1", "recall_at_3", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10")
+
+
+def fusion_grid(quick: bool, weights: list[float] | None = None) -> list[dict[str, Any]]:
+    """Fusion points as setting overrides (names as in ``Settings``)."""
+    rrf_weights = weights or [0.3, 0.5, 0.6, 0.7]
+    methods = [
+        {"fusion": "rrf", "rrf_k": rrf_k, "fusion_vector_weight": weight}
+        for rrf_k, weight in itertools.product([60] if quick else [20, 60], rrf_weights)
+    ] + [
+        {"fusion": "weighted", "rrf_k": 60, "fusion_vector_weight": w}
+        for w in weights or (0.3, 0.5, 0.7)
+    ]
+    candidates = [50] if quick else [20, 50, 100]
+    return [method | {"candidates_per_list": n} for n in candidates for method in methods]
+
+
+class IndexBuilder:
+    """Builds one index version per chunking configuration, embedding each distinct chunk once."""
+
+    def __init__(self, settings: Settings, folder: Path) -> None:
+        self.settings = settings
+        self.store = EmbeddedIndexStore(folder, settings.embedded_ann_min_rows)
+        self.vectors: dict[str, list[float]] = {}
+        self.dimension = model_dimension(settings.embedding_model, settings.embedding_device)
+
+    def build(self, settings: Settings) -> str:
+        chunks = collect(settings.runbooks_path, settings).chunks
+        todo = [c for c in chunks if c.id not in self.vectors]
+        for chunk in embed_chunks(todo, settings):
+            self.vectors[chunk.id] = chunk.vector or []
+        version = self.store.create_version(ALIAS, self.dimension)
+        self.store.upsert(
+            version, [dataclasses.replace(c, vector=self.vectors[c.id]) for c in chunks]
+        )
+        self.store.finalize(version)
+        return version
+
+
+def table(report: EvalReport) -> list[str]:
+    m = report.metrics
+    lines = [f"{'group':10} {'mode':7} {'n':>4} " + " ".join(f"{h[:9]:>9}" for h in HEADLINE)]
+    groups = [
+        "",
+        *sorted({r.language for r in report.results}),
+        *sorted({r.kind for r in report.results}),
+    ]
+    for group in groups:
+        for mode in report.modes:
+            prefix = f"{mode}.{group}." if group else f"{mode}."
+            n = int(m[f"questions.{group}" if group else "questions"])
+            values = " ".join(f"{m[prefix + h]:9.3f}" for h in HEADLINE)
+            lines.append(f"{group or 'all':10} {mode:7} {n:4d} {values}")
+    for mode in report.modes:
+        lines.append(
+            f"latency {mode:7} p50 {m[f'{mode}.latency_p50_ms']:7.1f} ms  "
+            f"p95 {m[f'{mode}.latency_p95_ms']:7.1f} ms"
+        )
+    return lines
+
+
+def ratios(report: EvalReport) -> dict[str, float]:
+    m = report.metrics
+    out: dict[str, float] = {}
+    for group, metric, base in itertools.product(
+        ["", "en."], ["recall_at_5", "mrr_at_10"], ["bm25", "vector"]
+    ):
+        denominator = m[f"{base}.{group}{metric}"]
+        key = f"hybrid/{base}.{group}{metric}"
+        out[key] = round(m[f"hybrid.{group}{metric}"] / denominator, 3) if denominator else 0.0
+    return out
+
+
+def evaluate_default(
+    settings: Settings, builder: IndexBuilder, log: bool, signals: bool
+) -> dict[str, Any]:
+    version = builder.build(settings)
+    result = evaluate_set(settings, "runbooks", version, store=builder.store, log_to_mlflow=log)
+    out: dict[str, Any] = {"runbooks": result.to_json(), "runbooks_ratios": ratios(result.report)}
+    out["runbooks_table"] = table(result.report)
+    if signals:
+        signal_version = ensure_signal_index(settings, builder.store)
+        signal = evaluate_set(
+            settings, "signals", signal_version, store=builder.store, log_to_mlflow=log
+        )
+        out |= {"signals": signal.to_json(), "signals_ratios": ratios(signal.report)}
+        out["signals_table"] = table(signal.report)
+    return out
+
+
+def sweep(
+    settings: Settings,
+    builder: IndexBuilder,
+    quick: bool,
+    log: bool,
+    chunking: list[tuple[int, int]] | None = None,
+    weights: list[float] | None = None,
+) -> dict[str, Any]:
+    evalset = load_evalset(settings.evalsets_dir, "runbooks")
+    sweep_id = time.strftime("%Y%m%dT%H%M%S")
+    vectors = embed_questions(evalset.items, settings.embedding_model, settings.embedding_device)
+    rows: list[dict[str, Any]] = []
+    for max_chars, overlap in chunking or (CHUNKING_QUICK if quick else CHUNKING):
+        chunking = {"chunk_max_chars": max_chars, "chunk_overlap_chars": overlap}
+        version = builder.build(settings.model_copy(update=chunking))
+        items = applicable(evalset.items, document_refs(builder.store, version, False))
+        for point in fusion_grid(quick, weights):
+            overrides = chunking | point
+            configured = settings.model_copy(update=overrides)
+            report = evaluate_version(
+                builder.store,
+                version,
+                items,
+                vectors,
+                fusion_config(configured),
+                evalset=evalset.label,
+                total_items=len(evalset.items),
+                modes=("hybrid",),
+            )
+            m = report.metrics
+            rows.append(
+                overrides
+                | {
+                    "en_recall_at_5": m["hybrid.en.recall_at_5"],
+                    "en_mrr_at_10": m["hybrid.en.mrr_at_10"],
+                    "all_recall_at_5": m["hybrid.recall_at_5"],
+                    "all_mrr_at_10": m["hybrid.mrr_at_10"],
+                    "ru_recall_at_5": m["hybrid.ru.recall_at_5"],
+                    "default": all(getattr(settings, k) == v for k, v in overrides.items()),
+                }
+            )
+            if log:
+                log_run(
+                    configured,
+                    "runbooks",
+                    report,
+                    run_params(configured, index_version=version, evalset_version=evalset.label),
+                    tags={"opsassist.kind": "sweep", "sweep": sweep_id},
+                    artifacts=False,
+                    run_name=f"sweep {sweep_id} #{len(rows)}",
+                )
+    ranked = sorted(
+        rows,
+        key=lambda r: (r["en_recall_at_5"], r["en_mrr_at_10"], r["all_mrr_at_10"]),
+        reverse=True,
+    )
+    default = next((r for r in rows if r["default"]), None)
+    return {"sweep_id": sweep_id, "points": len(rows), "best": ranked[:10], "default": default}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", action="store_true", help="tune chunking and fusion")
+    parser.add_argument("--quick", action="store_true", help="a small sweep grid")
+    parser.add_argument(
+        "--chunking", help="sweep these max_chars:overlap points, e.g. 1200:0,1200:150"
+    )
+    parser.add_argument("--weights", help="sweep these vector weights, e.g. 0.1,0.2,0.3")
+    parser.add_argument("--signals", action="store_true", help="also evaluate the signals set")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log MLflow runs")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    settings = Settings()
+    configure_logging("WARNING", "text")
+    builder = IndexBuilder(settings, settings.data_dir / "bench" / "retrieval_quality")
+    started = time.perf_counter()
+    result: dict[str, Any] = {"benchmark": "retrieval_quality", "machine": machine()}
+    if args.sweep:
+        chunking = (
+            [(int(a), int(b)) for a, b in (p.split(":") for p in args.chunking.split(","))]
+            if args.chunking
+            else None
+        )
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+        result["sweep"] = sweep(
+            settings, builder, args.quick, not args.no_mlflow, chunking, weights
+        )
+    else:
+        result |= evaluate_default(settings, builder, not args.no_mlflow, args.signals)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        emit(result, True)
+        return
+    if args.sweep:
+        print(f"sweep {result['sweep']['sweep_id']}: {result['sweep']['points']} points")
+        columns = [
+            "chunk_max_chars",
+            "chunk_overlap_chars",
+            "fusion",
+            "rrf_k",
+            "fusion_vector_weight",
+            "candidates_per_list",
+            "en_recall_at_5",
+            "en_mrr_at_10",
+            "all_mrr_at_10",
+            "ru_recall_at_5",
+        ]
+        print(" ".join(f"{c[:12]:>12}" for c in columns))
+        for row in [*result["sweep"]["best"], result["sweep"]["default"] or {}]:
+            print(
+                " ".join(
+                    f"{row.get(c, ''):>12.3f}"
+                    if isinstance(row.get(c), float)
+                    else f"{row.get(c, ''):>12}"
+                    for c in columns
+                )
+            )
+        print("(last row: the current defaults)")
+        return
+    for name in ("runbooks", "signals"):
+        if name in result:
+            print(f"\n{result[name]['evalset']} on {result[name]['version']}")
+            print("\n".join(result[f"{name}_table"]))
+            print("same-run ratios:", result[f"{name}_ratios"])
+    print(f"\n{result['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,459 @@
+"""The chat request pipeline: standalone question → answer cache (CAG) → hybrid retrieval over
+the runbook alias (and the signal alias, in a time window, when it exists) → grounded prompt with
+numbered sources and knowledge-pack entries → generation → answer with a "Sources:" block →
+answer cache.
+
+``prepare`` does the blocking part (index, cache, embedding) and is run in a worker thread by the
+server; ``stream`` / ``complete`` do the model call; ``record_question`` (popularity for the
+warm-up) is left to the caller to run off the critical path. Failures degrade instead of failing:
+- model down, timing out, refusing or breaker open: the retrieved runbook steps, with a notice at
+  the top (streamed answers that already started get the notice and the steps appended);
+- index down or without a promoted version: a clear message, no generation (HTTP 200);
+- cache down: treated as a miss, counted in ``errors``.
+Only full, model-generated answers to questions that are not time-bound are cached: degraded
+answers, answers citing signals, and answers cut short by a small per-request ``max_tokens`` are
+not. ``use_cache=False`` neither reads nor writes the answer and retrieval caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import math
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from opsassist.cache.base import CachedAnswer, KnowledgeCache
+from opsassist.chat.citations import Citation, number_hits, runbook_sources, sources_block
+from opsassist.chat.degraded import (
+    EMPTY_NOTICE,
+    INTERRUPTED_NOTICE,
+    MODEL_NOTICE,
+    index_unavailable,
+    model_notice,
+    runbook_steps,
+)
+from opsassist.chat.embedder import BatchingEmbedder
+from opsassist.chat.prompt import Message, build_messages, history_for_model
+from opsassist.chat.rewrite import standalone_question
+from opsassist.chat.timewindow import TimeWindow, infer_window, window_from_request
+from opsassist.documents import SearchHit
+from opsassist.index.base import Filters, IndexStore, Query, hybrid_search
+from opsassist.llm.client import GenerationOptions, KServeClient, Usage
+from opsassist.llm.errors import ModelError
+from opsassist.logs import get_logger
+from opsassist.settings import Settings
+from opsassist.stores import fusion_config
+from opsassist.timeparse import parse_since
+
+log = get_logger(__name__)
+
+CacheStatus = Literal["hit", "miss", "bypass"]
+Degraded = Literal["model", "index"]
+PACK_SOURCES = 2
+
+
+class InvalidChatRequest(ValueError):
+    """The request cannot be answered as sent (maps to HTTP 400)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclasses.dataclass(slots=True)
+class ChatRequest:
+    messages: list[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    since: str | None = None
+    use_cache: bool = True
+
+
+@dataclasses.dataclass(slots=True)
+class Prepared:
+    question: str
+    standalone: str
+    window: TimeWindow
+    time_sensitive: bool
+    index_version: str | None = None
+    cache_status: CacheStatus = "bypass"
+    cached: CachedAnswer | None = None
+    index_error: str | None = None
+    hits: list[SearchHit] = dataclasses.field(default_factory=list)
+    numbers: list[int] = dataclasses.field(default_factory=list)
+    citations: list[Citation] = dataclasses.field(default_factory=list)
+    pack: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    model_messages: list[Message] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # milliseconds
+
+    @property
+    def cites_signals(self) -> bool:
+        return any(not c.is_runbook for c in self.citations)
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    text: str = ""
+    finish_reason: str = "stop"
+    usage: Usage | None = None
+    usage_from_model: bool = False
+    degraded: Degraded | None = None
+    degraded_reason: str | None = None
+    cached: bool = False
+    first_token_s: float | None = None
+    generation_s: float | None = None
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count (about 4 characters per token for English text, OpenAI's rule of thumb).
+
+    Used for ``usage`` only when no model ran (cache hits, degraded answers) or the model server
+    reported no counts; model-generated answers carry the server's own counts.
+    """
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def conversation(messages: Sequence[Message]) -> tuple[list[str], str]:
+    """The user turns, and the current question (the last message, which must be the user's)."""
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
+        raise InvalidChatRequest("the last message must be a non-empty user message", "messages")
+    return users, users[-1]
+
+
+class ChatPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        store: IndexStore,
+        cache: KnowledgeCache,
+        client: KServeClient,
+        embed: Callable[[str], np.ndarray] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = cache
+        self.client = client
+        self._embed = embed or BatchingEmbedder(self._encode)
+        self._fusion = fusion_config(settings)
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        from opsassist.embedding import embed_texts
+
+        s = self.settings
+        return embed_texts(texts, s.embedding_model, s.embedding_batch_size, s.embedding_device)
+
+    def warm_up(self) -> None:
+        """Load the embedding model now rather than on the first question."""
+        self._embed("warm up")
+
+    # --- preparation (blocking: run it in a worker thread) ---------------------------------------
+    def resolve_window(
+        self, request: ChatRequest, user_turns: Sequence[str], now: dt.datetime | None = None
+    ) -> tuple[TimeWindow, bool]:
+        """The signal window and whether the question is time-bound (request > question > default).
+
+        A follow-up keeps the window an earlier turn named ("and in the last 10 minutes?").
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        if request.since:
+            try:
+                return window_from_request(request.since, now), True
+            except ValueError as exc:
+                raise InvalidChatRequest(str(exc), "since") from exc
+        for turn in reversed(user_turns):
+            window = infer_window(turn, now)
+            if window is not None:
+                return window, True
+        default = self.settings.chat_default_window
+        return TimeWindow(since=parse_since(default, now), label=f"last {default}"), False
+
+    def prepare(self, request: ChatRequest, now: dt.datetime | None = None) -> Prepared:
+        user_turns, question = conversation(request.messages)
+        window, time_sensitive = self.resolve_window(request, user_turns, now)
+        prepared = Prepared(
+            question=question,
+            standalone=standalone_question(user_turns),
+            window=window,
+            time_sensitive=time_sensitive,
+        )
+        started = time.perf_counter()
+        try:
+            prepared.index_version = self.store.current_version(self.settings.runbook_index)
+        except Exception as exc:
+            prepared.index_error = f"index unreachable: {type(exc).__name__}: {exc}"
+            return prepared
+        if prepared.index_version is None:
+            prepared.index_error = (
+                f"index {self.settings.runbook_index!r} has no promoted version yet"
+            )
+            return prepared
+        if request.use_cache and not time_sensitive:
+            prepared.cache_status = "miss"
+            try:
+                prepared.cached = self.cache.get_answer(prepared.standalone, prepared.index_version)
+            except Exception as exc:
+                self._cache_error(prepared.errors, "get_answer", exc)
+            if prepared.cached is not None:
+                prepared.cache_status = "hit"
+        prepared.timings["cache_ms"] = (time.perf_counter() - started) * 1000
+        if prepared.cached is not None:
+            return prepared
+
+        started = time.perf_counter()
+        try:
+            hits = self._retrieve(prepared, request.use_cache)
+        except Exception as exc:
+            prepared.index_error = f"search failed: {type(exc).__name__}: {exc}"
+            return prepared
+        prepared.timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
+        prepared.hits = hits
+        prepared.citations, prepared.numbers = number_hits(hits)
+        wanted = runbook_sources(prepared.citations)[:PACK_SOURCES]
+        try:
+            prepared.pack = self.cache.get_pack(wanted) if wanted else {}
+        except Exception as exc:
+            self._cache_error(prepared.errors, "get_pack", exc)
+        prepared.model_messages = build_messages(
+            prepared.standalone,
+            prepared.hits,
+            prepared.numbers,
+            prepared.citations,
+            prepared.pack,
+            history_for_model(request.messages, self.settings.chat_history_turns),
+            self.settings.chat_context_chars,
+        )
+        return prepared
+
+    def record_question(self, prepared: Prepared) -> bool:
+        """Count the (standalone) question for warm-up popularity. Off the critical path: the
+        server runs it after the response; a cache error is logged, never raised."""
+        if prepared.index_error is not None:
+            return False
+        try:
+            self.cache.record_question(prepared.standalone)
+        except Exception as exc:
+            self._cache_error(prepared.errors, "record_question", exc)
+            return False
+        return True
+
+    def _retrieve(self, prepared: Prepared, use_cache: bool) -> list[SearchHit]:
+        version = prepared.index_version
+        assert version is not None
+        k = self.settings.chat_top_k
+        vector: np.ndarray | None = None
+        warmed = None
+        if use_cache:
+            try:
+                warmed = self.cache.get_retrieval(prepared.standalone, version)
+            except Exception as exc:
+                self._cache_error(prepared.errors, "get_retrieval", exc)
+        if warmed:
+            hits = [SearchHit(**hit) for hit in warmed[:k]]
+        else:
+            vector = self._embed(prepared.standalone)
+            query = Query(text=prepared.standalone, vector=vector, k=k, mode="hybrid")
+            hits = hybrid_search(self.store, version, query, self._fusion)
+            if use_cache:
+                self._put_retrieval(prepared, version, hits)
+        return hits + self._signals(prepared, vector)
+
+    def _put_retrieval(self, prepared: Prepared, version: str, hits: list[SearchHit]) -> None:
+        try:
+            self.cache.put_retrieval(
+                prepared.standalone,
+                version,
+                [h.to_json() for h in hits],
+                self.settings.retrieval_ttl_seconds,
+            )
+        except Exception as exc:
+            self._cache_error(prepared.errors, "put_retrieval", exc)
+
+    def _signals(self, prepared: Prepared, vector: np.ndarray | None) -> list[SearchHit]:
+        """Relevant signal hits in the window; a missing or failing signal index is no error."""
+        try:
+            version = self.store.current_version(self.settings.signal_index)
+            if version is None:
+                return []
+            query = Query(
+                text=prepared.standalone,
+                vector=vector if vector is not None else self._embed(prepared.standalone),
+                k=self.settings.chat_signal_top_k,
+                mode="hybrid",
+                filters=Filters(since=prepared.window.since, until=prepared.window.until),
+            )
+            hits = hybrid_search(self.store, version, query, self._fusion)
+        except Exception as exc:
+            prepared.errors.append("signal_index")
+            log.warning("signal search failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return []
+        # Vector search always returns its k nearest signals, relevant or not: a signal is only
+        # cited when it also matched the question's words (it has a BM25 rank).
+        return [hit for hit in hits if hit.bm25_rank is not None]
+
+    @staticmethod
+    def _cache_error(errors: list[str], operation: str, exc: BaseException) -> None:
+        errors.append("cache")
+        log.warning(
+            "knowledge cache error",
+            extra={"operation": operation, "error": f"{type(exc).__name__}: {exc}"},
+        )
+
+    # --- answering --------------------------------------------------------------------------------
+    def options(self, request: ChatRequest) -> GenerationOptions:
+        return GenerationOptions(
+            max_tokens=request.max_tokens or self.settings.chat_max_tokens,
+            temperature=(
+                self.settings.chat_temperature
+                if request.temperature is None
+                else request.temperature
+            ),
+            top_p=request.top_p,
+            stop=request.stop,
+        )
+
+    async def stream(
+        self, prepared: Prepared, request: ChatRequest, outcome: Outcome
+    ) -> AsyncGenerator[str, None]:
+        """The answer text piece by piece; ``outcome`` is complete when the iterator ends."""
+        if prepared.cached is not None or prepared.index_error is not None:
+            text = self._without_model(prepared, outcome)
+            yield text
+            return
+        parts: list[str] = []
+        error: ModelError | None = None
+        started = time.perf_counter()
+        try:
+            deltas = self.client.stream_chat(prepared.model_messages, self.options(request))
+            async with contextlib.aclosing(deltas):
+                async for delta in deltas:
+                    if delta.usage is not None:
+                        outcome.usage, outcome.usage_from_model = delta.usage, True
+                    if delta.finish_reason:
+                        outcome.finish_reason = delta.finish_reason
+                    if delta.text:
+                        if outcome.first_token_s is None:
+                            outcome.first_token_s = time.perf_counter() - started
+                        parts.append(delta.text)
+                        yield delta.text
+        except ModelError as exc:
+            error = exc
+        outcome.generation_s = time.perf_counter() - started
+        tail = self._after_generation(prepared, "".join(parts), error, outcome)
+        outcome.text = "".join(parts) + tail
+        await self._remember(prepared, request, outcome)
+        yield tail
+
+    async def complete(self, prepared: Prepared, request: ChatRequest) -> Outcome:
+        """The whole answer in one model call (non-streaming)."""
+        outcome = Outcome()
+        if prepared.cached is not None or prepared.index_error is not None:
+            outcome.text = self._without_model(prepared, outcome)
+            return outcome
+        generated = ""
+        error: ModelError | None = None
+        started = time.perf_counter()
+        try:
+            completion = await self.client.chat(prepared.model_messages, self.options(request))
+        except ModelError as exc:
+            error = exc
+        else:
+            generated = completion.text
+            outcome.finish_reason = completion.finish_reason or "stop"
+            if completion.usage is not None:
+                outcome.usage, outcome.usage_from_model = completion.usage, True
+        outcome.generation_s = time.perf_counter() - started
+        outcome.text = generated + self._after_generation(prepared, generated, error, outcome)
+        await self._remember(prepared, request, outcome)
+        return outcome
+
+    def _without_model(self, prepared: Prepared, outcome: Outcome) -> str:
+        if prepared.cached is not None:
+            outcome.cached = True
+            outcome.finish_reason = str(prepared.cached.payload.get("finish_reason") or "stop")
+            text = prepared.cached.answer
+        else:
+            outcome.degraded = "index"
+            outcome.degraded_reason = prepared.index_error
+            text = index_unavailable(prepared.index_error or "unknown error")
+        outcome.text = text
+        self._estimate_usage(prepared, outcome)
+        return text
+
+    def _after_generation(
+        self, prepared: Prepared, generated: str, error: ModelError | None, outcome: Outcome
+    ) -> str:
+        """What follows the generated text: a degraded notice and steps if needed, the sources."""
+        tail = ""
+        notice = None
+        if error is not None:
+            notice = INTERRUPTED_NOTICE if generated.strip() else MODEL_NOTICE
+            outcome.degraded_reason = error.message
+            log.warning("model unavailable: degraded answer", extra={"error": error.message})
+        elif not generated.strip():
+            notice = EMPTY_NOTICE
+            outcome.degraded_reason = "empty answer"
+        if notice is not None:
+            outcome.degraded = "model"
+            outcome.finish_reason = "stop"
+            steps = runbook_steps(
+                prepared.hits, prepared.numbers, prepared.citations, prepared.pack
+            )
+            lead = "\n\n" if generated.strip() else ""
+            tail = f"{lead}{model_notice(outcome.degraded_reason or '', notice)}\n\n{steps}"
+        block = sources_block(prepared.citations)
+        if block:
+            tail += f"\n\n{block}"
+        if not outcome.usage_from_model:
+            outcome.text = generated + tail
+            self._estimate_usage(prepared, outcome)
+        return tail
+
+    @staticmethod
+    def _estimate_usage(prepared: Prepared, outcome: Outcome) -> None:
+        prompt = "\n".join(m["content"] for m in prepared.model_messages) or prepared.question
+        outcome.usage = Usage(estimate_tokens(prompt), estimate_tokens(outcome.text))
+        outcome.usage_from_model = False
+
+    def cacheable(self, prepared: Prepared, request: ChatRequest, outcome: Outcome) -> bool:
+        return (
+            request.use_cache
+            and outcome.degraded is None
+            and prepared.cached is None
+            and prepared.index_version is not None
+            and not prepared.time_sensitive
+            and not prepared.cites_signals
+            and (request.max_tokens is None or request.max_tokens >= self.settings.chat_max_tokens)
+        )
+
+    async def _remember(self, prepared: Prepared, request: ChatRequest, outcome: Outcome) -> None:
+        if not self.cacheable(prepared, request, outcome):
+            return
+        assert prepared.index_version is not None
+        usage = outcome.usage
+        entry = CachedAnswer(
+            question=prepared.standalone,
+            answer=outcome.text,
+            sources=runbook_sources(prepared.citations),
+            index_version=prepared.index_version,
+            payload={
+                "citations": [c.to_json() for c in prepared.citations],
+                "model": self.client.target,
+                "finish_reason": outcome.finish_reason,
+                "usage": dataclasses.asdict(usage) if usage else None,
+            },
+        )
+        try:
+            await asyncio.to_thread(self.cache.put_answer, entry, self.settings.answer_ttl_seconds)
+        except Exception as exc:
+            self._cache_error(outcome.errors, "put_answer", exc)

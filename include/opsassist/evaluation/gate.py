@@ -1,0 +1,246 @@
+"""The retrieval quality gate: a runbook build is promoted only if retrieval did not get worse.
+
+Before the alias moves, the candidate version and the promoted one are evaluated in the same run,
+on the same questions (those of the runbook set whose runbooks both versions contain) with the
+same query vectors. The gate compares hybrid recall@5 and MRR@10 on the questions of
+``OPSASSIST_GATE_LANGUAGE``: a drop larger than ``OPSASSIST_GATE_TOLERANCE`` on either refuses the
+build. With no promoted version (a first build) the candidate must reach the absolute floors
+``OPSASSIST_GATE_MIN_RECALL_AT_5`` / ``_MIN_MRR_AT_10``. With fewer applicable questions than
+``OPSASSIST_GATE_MIN_QUESTIONS`` there is nothing to judge on and the build passes, saying so.
+
+The decision and its reason go to the task log and to an MLflow run (tags ``gate.decision`` =
+promote/refuse and ``gate.reason``). The caller turns a refusal into ``BuildRefusedError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from opsassist.evaluation.evalset import ApplicableItem, applicable, load_evalset
+from opsassist.evaluation.runner import (
+    EvalReport,
+    QueryVector,
+    document_refs,
+    embed_questions,
+    evaluate_version,
+)
+from opsassist.index.base import IndexStore
+from opsassist.logs import get_logger
+from opsassist.settings import Settings
+from opsassist.stores import fusion_config
+
+log = get_logger(__name__)
+GATED_METRICS: tuple[str, ...] = ("recall_at_5", "mrr_at_10")
+SET_NAME = "runbooks"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    questions: int  # applicable questions in the gate's language
+    candidate: dict[str, float]  # the gated metrics of the candidate
+    baseline: dict[str, float] | None  # ... and of the promoted version, if any
+    baseline_version: str | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return "promote" if self.promote else "refuse"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"decision": self.label}
+
+
+def gated_keys(language: str) -> list[str]:
+    return [f"hybrid.{language}.{name}" for name in GATED_METRICS]
+
+
+def decide(
+    candidate: Mapping[str, float],
+    baseline: Mapping[str, float] | None,
+    *,
+    questions: int,
+    language: str,
+    tolerance: float,
+    floors: Mapping[str, float],
+    min_questions: int,
+    baseline_version: str | None = None,
+) -> GateDecision:
+    """The gate's rule, as a pure function of the metrics (``floors`` maps metric -> minimum)."""
+    keys = gated_keys(language)
+    picked = {key: float(candidate[key]) for key in keys if key in candidate}
+    if questions < max(1, min_questions):
+        reason = (
+            f"too few applicable questions: {questions} in language {language!r} "
+            f"(< {max(1, min_questions)}); not judged"
+        )
+        return GateDecision(True, reason, questions, picked, None, baseline_version)
+    if baseline is None:
+        failures = [
+            f"{key} {picked[key]:.3f} < floor {floors[name]:.3f}"
+            for key, name in zip(keys, GATED_METRICS, strict=True)
+            if picked[key] < floors[name]
+        ]
+        passed = ", ".join(
+            f"{key} {picked[key]:.3f} >= {floors[n]:.3f}"
+            for key, n in zip(keys, GATED_METRICS, strict=True)
+        )
+        reason = (
+            f"first build below floors: {'; '.join(failures)}"
+            if failures
+            else f"first build above floors: {passed}"
+        )
+        return GateDecision(not failures, reason, questions, picked, None, None)
+    base = {key: float(baseline[key]) for key in keys}
+    failures = [
+        f"{key} {picked[key]:.3f} vs {base[key]:.3f} "
+        f"(drop {base[key] - picked[key]:.3f} > tolerance {tolerance:.3f})"
+        for key in keys
+        if base[key] - picked[key] > tolerance + 1e-9
+    ]
+    compared = ", ".join(f"{key} {picked[key]:.3f} vs {base[key]:.3f}" for key in keys)
+    where = f"vs {baseline_version}" if baseline_version else "vs the promoted version"
+    reason = (
+        f"regression {where}: {'; '.join(failures)}"
+        if failures
+        else f"no regression beyond {tolerance:.3f} {where}: {compared}"
+    )
+    return GateDecision(not failures, reason, questions, picked, base, baseline_version)
+
+
+def _log_decision(
+    settings: Settings,
+    decision: GateDecision,
+    report: EvalReport,
+    baseline_report: EvalReport | None,
+    run_id: str,
+) -> str | None:
+    """Record the decision in MLflow; a tracking outage is logged, it does not block the build."""
+    from opsassist.evaluation.tracking import log_run, run_params
+
+    extra = {"gate.questions": float(decision.questions)}
+    if baseline_report is not None:
+        extra |= {f"baseline.{key}": value for key, value in baseline_report.metrics.items()}
+    try:
+        return log_run(
+            settings,
+            SET_NAME,
+            report,
+            run_params(
+                settings,
+                index_version=report.version,
+                evalset_version=report.evalset,
+                baseline_version=decision.baseline_version or "none",
+                gate_tolerance=settings.gate_tolerance,
+                gate_language=settings.gate_language,
+            ),
+            tags={
+                "opsassist.kind": "gate",
+                "opsassist.run_id": run_id,
+                "gate.decision": decision.label,
+                "gate.reason": decision.reason,
+            },
+            extra_metrics=extra,
+            run_name=f"gate {report.version}",
+        )
+    except Exception as exc:
+        log.error(
+            "gate decision not recorded in MLflow",
+            extra={"error": f"{type(exc).__name__}: {exc}", "decision": decision.label},
+        )
+        return None
+
+
+def _baseline_report(
+    store: IndexStore,
+    baseline: str,
+    items: list[ApplicableItem],
+    vectors: dict[str, QueryVector],
+    settings: Settings,
+    evalset: str,
+    total: int,
+) -> EvalReport | None:
+    try:
+        return evaluate_version(
+            store,
+            baseline,
+            items,
+            vectors,
+            fusion_config(settings),
+            evalset=evalset,
+            total_items=total,
+            modes=("hybrid",),
+        )
+    except Exception as exc:  # e.g. a baseline built with another embedding model
+        log.warning(
+            "baseline could not be evaluated: the gate falls back to the floors",
+            extra={"baseline": baseline, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        return None
+
+
+def run_gate(
+    settings: Settings, store: IndexStore, version: str, baseline: str | None, run_id: str
+) -> GateDecision:
+    """Evaluate ``version`` (all modes) and ``baseline`` (hybrid) and decide; logs both ways.
+
+    Both are scored on the questions whose relevant runbooks exist in both versions (like with
+    like: a runbook added or removed by the build neither helps nor hurts the comparison).
+    """
+    if not settings.gate_enabled:
+        decision = GateDecision(True, "gate disabled (OPSASSIST_GATE_ENABLED=false)", 0, {}, None)
+        log.info("quality gate", extra=decision.to_json())
+        return decision
+    evalset = load_evalset(settings.evalsets_dir, SET_NAME)
+    if baseline == version:
+        baseline = None
+    docs = document_refs(store, version, evalset.needs_templates)
+    if baseline is not None:
+        kept = set(store.ids_by_source(baseline))
+        docs = [doc for doc in docs if doc.source in kept]
+    items = applicable(evalset.items, docs)
+    language = settings.gate_language
+    questions = sum(1 for a in items if a.item.language == language)
+    report = EvalReport(evalset.label, version, (), [], {}, len(evalset.items))
+    baseline_report: EvalReport | None = None
+    if questions >= settings.gate_min_questions:
+        vectors = embed_questions(
+            [a.item for a in items], settings.embedding_model, settings.embedding_device
+        )
+        report = evaluate_version(
+            store,
+            version,
+            items,
+            vectors,
+            fusion_config(settings),
+            evalset=evalset.label,
+            total_items=len(evalset.items),
+        )
+        if baseline is not None:
+            baseline_report = _baseline_report(
+                store, baseline, items, vectors, settings, evalset.label, len(evalset.items)
+            )
+    decision = decide(
+        report.metrics,
+        baseline_report.metrics if baseline_report else None,
+        questions=questions,
+        language=language,
+        tolerance=settings.gate_tolerance,
+        floors={
+            "recall_at_5": settings.gate_min_recall_at_5,
+            "mrr_at_10": settings.gate_min_mrr_at_10,
+        },
+        min_questions=settings.gate_min_questions,
+        baseline_version=baseline if baseline_report else None,
+    )
+    decision = dataclasses.replace(
+        decision, mlflow_run_id=_log_decision(settings, decision, report, baseline_report, run_id)
+    )
+    (log.info if decision.promote else log.warning)(
+        f"quality gate: {decision.label}: {decision.reason}",
+        extra={"version": version, **decision.to_json()},
+    )
+    return decision

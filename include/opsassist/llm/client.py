@@ -1,0 +1,453 @@
+"""Async client of a KServe model server, for both protocols KServe serves LLMs with.
+
+- ``openai``: ``{base}/openai/v1/chat/completions`` (streaming: server-sent events, parsed line by
+  line as they arrive and yielded piece by piece, never buffered);
+- ``v2``: the Open Inference Protocol. ``{base}/v2/models/{name}/generate_stream`` and
+  ``/generate`` where the server has them; KServe 0.21 has neither (404), so the client falls back
+  to ``/v2/models/{name}/infer`` with a ``text_input`` BYTES tensor and remembers the fallback.
+  ``infer`` has no streaming: the whole text arrives as one piece. v2 takes text, not messages:
+  the conversation is rendered with ChatML, the chat template of SmolLM2 (and Qwen) models.
+
+Failure handling: connect/read timeouts; bounded retries with exponential backoff on connect
+errors and 5xx, only before the first byte of a response body (a retry never repeats text the
+caller has seen); a circuit breaker around each logical call. 4xx errors are not retried and do
+not count against the breaker (the server answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, Literal
+
+import httpx
+
+from opsassist.llm.breaker import BreakerState, CircuitBreaker
+from opsassist.llm.errors import (
+    BreakerOpenError,
+    ModelError,
+    ModelRequestError,
+    ModelUnavailableError,
+    error_for_status,
+)
+from opsassist.llm.sse import iter_sse_data
+from opsassist.logs import get_correlation_id, get_logger
+from opsassist.settings import Settings
+
+log = get_logger(__name__)
+
+Protocol = Literal["openai", "v2"]
+Message = dict[str, str]
+CHATML_STOP = "<|im_end|>"
+
+
+@dataclasses.dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclasses.dataclass(slots=True)
+class Delta:
+    """One streamed piece: text, and on the last pieces the finish reason and usage."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+
+
+@dataclasses.dataclass(slots=True)
+class GenerationOptions:
+    max_tokens: int = 256
+    temperature: float = 0.2
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+
+
+def render_chatml(messages: Sequence[Message]) -> str:
+    """The conversation as one ChatML prompt ending with the assistant's turn (v2 protocol)."""
+    parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
+    return "".join(parts) + "<|im_start|>assistant\n"
+
+
+def _usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Usage(int(data["prompt_tokens"]), int(data["completion_tokens"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class KServeClient:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        protocol: Protocol = "openai",
+        v2_model: str | None = None,
+        api_key: str = "",
+        connect_timeout: float = 2.0,
+        read_timeout: float = 60.0,
+        retries: int = 2,
+        backoff_seconds: float = 0.2,
+        breaker: CircuitBreaker | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.protocol: Protocol = protocol
+        self.v2_model = v2_model or f"{model}-v2"
+        self.retries = max(0, retries)
+        self.backoff_seconds = backoff_seconds
+        self.breaker = breaker or CircuitBreaker()
+        self.connect_timeout = connect_timeout
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+            ),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=transport,
+        )
+        # None: not tried yet; False: the route answered 404 (use infer from now on).
+        self._v2_generate: bool | None = None
+        self._v2_generate_stream: bool | None = None
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        return self.breaker.state
+
+    @property
+    def target(self) -> str:
+        """The model this client calls, for logs and metrics labels."""
+        return self.model if self.protocol == "openai" else self.v2_model
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- public calls ----------------------------------------------------------------------------
+    async def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Completion:
+        """A whole answer (non-streaming)."""
+        self._admit()
+        try:
+            if self.protocol == "openai":
+                result = await self._openai_chat(messages, options)
+            else:
+                result = await self._v2_chat(messages, options)
+        except ModelRequestError:
+            self.breaker.record_success()
+            raise
+        except ModelError:
+            self.breaker.record_failure()
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.record_success()
+        return result
+
+    async def stream_chat(
+        self, messages: Sequence[Message], options: GenerationOptions
+    ) -> AsyncGenerator[Delta, None]:
+        """The answer piece by piece, each yielded as soon as the server sent it."""
+        self._admit()
+        source = (
+            self._openai_stream(messages, options)
+            if self.protocol == "openai"
+            else self._v2_stream(messages, options)
+        )
+        outcome: str | None = None
+        try:
+            async for delta in source:
+                yield delta
+            outcome = "success"
+        except ModelRequestError:
+            outcome = "success"  # the server answered: it is up
+            raise
+        except ModelError:
+            outcome = "failure"
+            raise
+        finally:
+            await source.aclose()
+            if outcome == "success":
+                self.breaker.record_success()
+            elif outcome == "failure":
+                self.breaker.record_failure()
+            else:
+                self.breaker.release()  # the caller went away: no verdict on the server
+
+    async def ready(self) -> tuple[bool, str]:
+        """Is the model loaded and served? (Readiness only: does not touch the breaker.)"""
+        timeout = httpx.Timeout(self.connect_timeout * 2, connect=self.connect_timeout)
+        try:
+            if self.protocol == "openai":
+                response = await self._http.get("/openai/v1/models", timeout=timeout)
+                if response.status_code != 200:
+                    return False, f"HTTP {response.status_code} from /openai/v1/models"
+                ids = [m.get("id") for m in response.json().get("data", [])]
+                if self.model not in ids:
+                    return False, f"model {self.model!r} not served (served: {ids})"
+                return True, "ready"
+            response = await self._http.get(f"/v2/models/{self.v2_model}/ready", timeout=timeout)
+            if response.status_code != 200:
+                return False, f"HTTP {response.status_code} from v2 ready"
+            return True, "ready"
+        except (httpx.HTTPError, ValueError) as exc:
+            return False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    # --- transport with retries ------------------------------------------------------------------
+    def _admit(self) -> None:
+        if not self.breaker.allow():
+            raise BreakerOpenError(
+                f"circuit breaker open after {self.breaker.consecutive_failures} failures; "
+                f"next try in {self.breaker.retry_after():.0f} s"
+            )
+
+    async def _open(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        """POST and return the response with its body unread (status 2xx), retrying if allowed.
+
+        Retried: connection refused/reset, connect timeout, a connection closed before any
+        response, and 5xx statuses. Not retried: read timeouts (the server took the request and
+        is slow: a retry would only add load) and 4xx.
+        """
+        attempt = 0
+        headers = {"X-Request-ID": get_correlation_id()}
+        while True:
+            error: ModelError
+            try:
+                request = self._http.build_request("POST", path, json=payload, headers=headers)
+                response = await self._http.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                error = ModelUnavailableError(
+                    f"model server unreachable at {self.base_url}: {type(exc).__name__}: {exc}"
+                )
+            except httpx.TimeoutException as exc:
+                raise ModelUnavailableError(
+                    f"model server timed out ({type(exc).__name__})"
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise ModelUnavailableError(f"model server error: {exc!r}") from exc
+            else:
+                if response.status_code < 400:
+                    return response
+                try:
+                    body = await response.aread()
+                except httpx.HTTPError:
+                    body = b""
+                finally:
+                    await response.aclose()
+                error = error_for_status(response.status_code, body)
+                if isinstance(error, ModelRequestError):
+                    raise error
+            attempt += 1
+            if attempt > self.retries:
+                raise error
+            delay = self.backoff_seconds * 2 ** (attempt - 1)
+            log.warning(
+                "model call failed, retrying",
+                extra={"path": path, "attempt": attempt, "delay_s": delay, "error": str(error)},
+            )
+            await asyncio.sleep(delay)
+
+    async def _read_json(self, response: httpx.Response) -> Any:
+        try:
+            body = await response.aread()
+        except httpx.TimeoutException as exc:
+            raise ModelUnavailableError("model server timed out while answering") from exc
+        except httpx.HTTPError as exc:
+            raise ModelUnavailableError(f"model server broke off: {exc!r}") from exc
+        finally:
+            await response.aclose()
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ModelUnavailableError("model server sent a body that is not JSON") from exc
+
+    async def _events(self, response: httpx.Response) -> AsyncIterator[Any]:
+        """Decoded SSE payloads up to ``[DONE]``; errors inside the stream raise."""
+        try:
+            async for data in iter_sse_data(response.aiter_lines()):
+                if data.strip() == "[DONE]":
+                    return
+                try:
+                    event = json.loads(data)
+                except ValueError as exc:
+                    message = f"bad event from model server: {data[:80]}"
+                    raise ModelUnavailableError(message) from exc
+                if isinstance(event, dict) and "error" in event:
+                    raise ModelUnavailableError(
+                        "model server error mid-stream: "
+                        + json.dumps(event["error"], ensure_ascii=False)[:300]
+                    )
+                yield event
+        except httpx.TimeoutException as exc:
+            raise ModelUnavailableError("model server stopped sending (read timeout)") from exc
+        except httpx.HTTPError as exc:
+            raise ModelUnavailableError(f"model stream broke off: {exc!r}") from exc
+        finally:
+            await response.aclose()
+
+    # --- OpenAI-compatible routes ----------------------------------------------------------------
+    def _openai_payload(
+        self, messages: Sequence[Message], options: GenerationOptions, stream: bool
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(messages),
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "stream": stream,
+        }
+        if options.top_p is not None:
+            payload["top_p"] = options.top_p
+        if options.stop:
+            payload["stop"] = list(options.stop)
+        if stream:
+            payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    async def _openai_chat(
+        self, messages: Sequence[Message], options: GenerationOptions
+    ) -> Completion:
+        response = await self._open(
+            "/openai/v1/chat/completions", self._openai_payload(messages, options, False)
+        )
+        data = await self._read_json(response)
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ModelUnavailableError("unexpected chat completion from model server") from exc
+        return Completion(str(text), choice.get("finish_reason"), _usage(data.get("usage")))
+
+    async def _openai_stream(
+        self, messages: Sequence[Message], options: GenerationOptions
+    ) -> AsyncGenerator[Delta, None]:
+        response = await self._open(
+            "/openai/v1/chat/completions", self._openai_payload(messages, options, True)
+        )
+        async for event in self._events(response):
+            for choice in event.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or ""
+                finish = choice.get("finish_reason")
+                if text or finish:
+                    yield Delta(text=text, finish_reason=finish)
+            usage = _usage(event.get("usage"))
+            if usage is not None:
+                yield Delta(usage=usage)
+
+    # --- Open Inference Protocol v2 --------------------------------------------------------------
+    def _v2_parameters(self, options: GenerationOptions) -> dict[str, Any]:
+        # v2 parameters are scalars: one stop string (the ChatML end of turn) is sent.
+        params: dict[str, Any] = {
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "stop": options.stop[0] if options.stop else CHATML_STOP,
+        }
+        if options.top_p is not None:
+            params["top_p"] = options.top_p
+        return params
+
+    def _v2_infer_payload(self, prompt: str, options: GenerationOptions) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4().hex,
+            "inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
+            "parameters": self._v2_parameters(options),
+        }
+
+    async def _v2_infer(self, prompt: str, options: GenerationOptions) -> Completion:
+        response = await self._open(
+            f"/v2/models/{self.v2_model}/infer", self._v2_infer_payload(prompt, options)
+        )
+        data = await self._read_json(response)
+        outputs = data.get("outputs") if isinstance(data, dict) else None
+        if not outputs:
+            raise ModelUnavailableError("v2 infer response has no outputs")
+        output = next((o for o in outputs if o.get("name") == "text_output"), outputs[0])
+        values = output.get("data") or [""]
+        params = data.get("parameters") or {}
+        return Completion(str(values[0]), params.get("finish_reason") or "stop", _usage(params))
+
+    async def _v2_chat(self, messages: Sequence[Message], options: GenerationOptions) -> Completion:
+        prompt = render_chatml(messages)
+        if self._v2_generate is not False:
+            body = {"text_input": prompt, "parameters": self._v2_parameters(options)}
+            try:
+                response = await self._open(f"/v2/models/{self.v2_model}/generate", body)
+            except ModelRequestError as exc:
+                if exc.status != 404:
+                    raise
+                self._v2_generate = False
+                log.info("v2 generate route missing: using infer", extra={"model": self.v2_model})
+            else:
+                self._v2_generate = True
+                data = await self._read_json(response)
+                return Completion(str(data.get("text_output", "")), "stop", _usage(data))
+        return await self._v2_infer(prompt, options)
+
+    async def _v2_stream(
+        self, messages: Sequence[Message], options: GenerationOptions
+    ) -> AsyncGenerator[Delta, None]:
+        prompt = render_chatml(messages)
+        if self._v2_generate_stream is not False:
+            body = {"text_input": prompt, "parameters": self._v2_parameters(options)}
+            try:
+                response = await self._open(f"/v2/models/{self.v2_model}/generate_stream", body)
+            except ModelRequestError as exc:
+                if exc.status != 404:
+                    raise
+                self._v2_generate_stream = False
+                log.info(
+                    "v2 generate_stream route missing: using infer", extra={"model": self.v2_model}
+                )
+            else:
+                self._v2_generate_stream = True
+                async for event in self._events(response):
+                    text = str(event.get("text_output", ""))
+                    finish = event.get("finish_reason")
+                    if text or finish:
+                        yield Delta(text=text, finish_reason=finish)
+                return
+        result = await self._v2_infer(prompt, options)
+        yield Delta(text=result.text, finish_reason=result.finish_reason)
+        if result.usage is not None:
+            yield Delta(usage=result.usage)
+
+
+def client_from_settings(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> KServeClient:
+    return KServeClient(
+        settings.model_server_url,
+        settings.model_name,
+        protocol=settings.model_protocol,
+        v2_model=settings.model_v2_name or None,
+        api_key=settings.model_api_key.get_secret_value(),
+        connect_timeout=settings.model_connect_timeout_seconds,
+        read_timeout=settings.model_read_timeout_seconds,
+        retries=settings.model_retries,
+        backoff_seconds=settings.model_retry_backoff_seconds,
+        breaker=CircuitBreaker(
+            settings.model_breaker_failures, settings.model_breaker_cooldown_seconds
+        ),
+        transport=transport,
+    )

@@ -1,0 +1,394 @@
+"""The chat server: an OpenAI-compatible API (for Open WebUI and OpenAI clients) over the
+opsassist chat pipeline, plus search, health, readiness and metrics.
+
+    uvicorn serving.app:app --host 127.0.0.1 --port 18000
+
+It never ingests: it reads the index alias and the knowledge cache, and calls the model server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
+
+from opsassist.cache.base import KnowledgeCache
+from opsassist.chat.pipeline import ChatPipeline, ChatRequest, InvalidChatRequest, Outcome, Prepared
+from opsassist.index.base import Filters, IndexStore, IndexUnavailableError
+from opsassist.llm.client import KServeClient, client_from_settings
+from opsassist.logs import configure_logging, get_correlation_id, get_logger
+from opsassist.search import search
+from opsassist.settings import Settings, get_settings
+from opsassist.stores import get_cache, get_index_store
+from opsassist.timeparse import parse_since
+from serving.auth import check_api_key, parse_api_keys
+from serving.errors import APIError, error_body, install_error_handlers
+from serving.metrics import Metrics
+from serving.middleware import RequestContextMiddleware
+from serving.openai_format import DONE, ChunkWriter, completion, sse
+from serving.schemas import ChatCompletionIn, SearchIn
+
+log = get_logger("serving")
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_EXPOSED = ["X-Request-ID", "X-OpsAssist-Cache", "X-OpsAssist-Degraded", "Server-Timing"]
+
+
+@dataclasses.dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: IndexStore
+    cache: KnowledgeCache
+    client: KServeClient
+    pipeline: ChatPipeline
+    metrics: Metrics
+
+
+def services(request: Request) -> Services:
+    value: Services = request.app.state.services
+    return value
+
+
+def _elapsed_ms(request: Request) -> float:
+    started: float = getattr(request.state, "started", time.perf_counter())
+    return (time.perf_counter() - started) * 1000
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in timings.items())
+
+
+# --- operations -----------------------------------------------------------------------------------
+ops = APIRouter()
+
+
+@ops.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _index_check(s: Services) -> dict[str, Any]:
+    alias = s.settings.runbook_index
+    try:
+        version = s.store.current_version(alias)
+        reachable = s.store.ping()
+    except Exception as exc:
+        return {"ok": False, "alias": alias, "detail": f"{type(exc).__name__}: {exc}"}
+    if not reachable:
+        return {"ok": False, "alias": alias, "detail": "index store unreachable"}
+    if version is None:
+        return {"ok": False, "alias": alias, "detail": "no promoted version"}
+    return {"ok": True, "alias": alias, "version": version}
+
+
+def _cache_check(s: Services) -> dict[str, Any]:
+    try:
+        ok = bool(s.cache.ping())
+    except Exception as exc:
+        return {"ok": False, "backend": s.settings.cache_backend, "detail": str(exc)}
+    return {"ok": ok, "backend": s.settings.cache_backend, "pack_version": s.cache.pack_version()}
+
+
+@ops.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """503 when the index or the cache is not ready; a model that is down only marks degraded."""
+    s = services(request)
+    index, cache = await asyncio.gather(
+        asyncio.to_thread(_index_check, s), asyncio.to_thread(_cache_check, s)
+    )
+    model_ok, detail = await s.client.ready()
+    model = {
+        "ok": model_ok,
+        "protocol": s.client.protocol,
+        "model": s.client.target,
+        "circuit": s.client.breaker_state.value,
+        "detail": detail,
+    }
+    ready = bool(index["ok"] and cache["ok"])
+    status = ("ready" if model_ok else "degraded") if ready else "not_ready"
+    body = {"status": status, "checks": {"index": index, "cache": cache, "model": model}}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@ops.get("/metrics")
+async def metrics(request: Request) -> Response:
+    registry = services(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- OpenAI-compatible API ------------------------------------------------------------------------
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(check_api_key)])
+
+
+def _model_card(settings: Settings) -> dict[str, Any]:
+    return {"id": settings.chat_model_id, "object": "model", "created": 0, "owned_by": "opsassist"}
+
+
+@v1.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(services(request).settings)]}
+
+
+@v1.get("/models/{model_id}")
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    settings = services(request).settings
+    if model_id != settings.chat_model_id:
+        raise APIError(
+            404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
+        )
+    return _model_card(settings)
+
+
+def _chat_request(body: ChatCompletionIn) -> ChatRequest:
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    return ChatRequest(
+        messages=[
+            {"role": _ROLES[m.role], "content": m.text()} for m in body.messages if m.role in _ROLES
+        ],
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=tuple(s for s in stop if s),
+        since=body.since,
+        use_cache=body.cache,
+    )
+
+
+def _observe_prepared(s: Services, prepared: Prepared) -> None:
+    s.metrics.record_cache(prepared.cache_status)
+    if "retrieval_ms" in prepared.timings:
+        s.metrics.retrieval.observe(prepared.timings["retrieval_ms"] / 1000)
+    for kind in prepared.errors:
+        s.metrics.errors.labels(kind).inc()
+
+
+def _observe_outcome(s: Services, outcome: Outcome, request: Request) -> None:
+    if outcome.degraded is not None:
+        s.metrics.degraded.labels(outcome.degraded).inc()
+        s.metrics.errors.labels(outcome.degraded).inc()
+    elif outcome.generation_s is not None:
+        s.metrics.generation.labels(s.client.protocol).observe(outcome.generation_s)
+    if outcome.first_token_s is not None:
+        s.metrics.ttft.labels("model").observe(outcome.first_token_s)
+    for kind in outcome.errors:
+        s.metrics.errors.labels(kind).inc()
+    request.state.log_degraded = outcome.degraded
+    request.state.log_model_s = outcome.generation_s
+
+
+async def _stream(
+    s: Services, request: Request, prepared: Prepared, chat: ChatRequest, include_usage: bool
+) -> AsyncGenerator[str, None]:
+    writer = ChunkWriter(s.settings.chat_model_id)
+    outcome = Outcome()
+    yield writer.role()
+    first = True
+    try:
+        async with contextlib.aclosing(s.pipeline.stream(prepared, chat, outcome)) as pieces:
+            async for piece in pieces:
+                if not piece:
+                    continue
+                if first:
+                    first = False
+                    s.metrics.ttft.labels("server").observe(_elapsed_ms(request) / 1000)
+                yield writer.content(piece)
+    except Exception as exc:  # headers are sent: report in-band, as OpenAI does
+        log.error("stream failed", exc_info=exc)
+        s.metrics.errors.labels("internal").inc()
+        message = f"internal server error (request id {get_correlation_id()})"
+        yield sse(error_body(message, "server_error", code="internal_error"))
+        yield DONE
+        return
+    _observe_outcome(s, outcome, request)
+    yield writer.finish(outcome.finish_reason)
+    if include_usage:
+        yield writer.usage(outcome.usage)
+    yield DONE
+    await asyncio.to_thread(s.pipeline.record_question, prepared)
+
+
+@v1.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionIn, request: Request
+) -> JSONResponse | StreamingResponse:
+    s = services(request)
+    if body.model != s.settings.chat_model_id:
+        raise APIError(
+            404,
+            f"The model '{body.model}' does not exist (served: '{s.settings.chat_model_id}').",
+            param="model",
+            code="model_not_found",
+        )
+    chat = _chat_request(body)
+    try:
+        prepared = await asyncio.to_thread(s.pipeline.prepare, chat)
+    except InvalidChatRequest as exc:
+        raise APIError(400, str(exc), param=exc.param, code="invalid_request") from exc
+    _observe_prepared(s, prepared)
+    request.state.log_cache = prepared.cache_status
+    timings = {"prep": _elapsed_ms(request)}
+    timings |= {name.removesuffix("_ms"): ms for name, ms in prepared.timings.items()}
+    headers: dict[str, str] = {"X-OpsAssist-Cache": prepared.cache_status}
+    if prepared.index_error is not None:
+        headers["X-OpsAssist-Degraded"] = "index"
+    if body.stream:
+        headers |= {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        headers["Server-Timing"] = server_timing(timings)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(s, request, prepared, chat, include_usage),
+            media_type="text/event-stream",
+            headers=headers,
+        )
+    outcome = await s.pipeline.complete(prepared, chat)
+    _observe_outcome(s, outcome, request)
+    if outcome.degraded is not None:
+        headers["X-OpsAssist-Degraded"] = outcome.degraded
+    extension = {
+        "opsassist": {
+            "cache": prepared.cache_status,
+            "degraded": outcome.degraded,
+            "standalone_question": prepared.standalone,
+            "citations": [c.to_json() for c in prepared.citations]
+            or (prepared.cached.payload.get("citations", []) if prepared.cached else []),
+        }
+    }
+    data = completion(
+        s.settings.chat_model_id, outcome.text, outcome.finish_reason, outcome.usage, extension
+    )
+    if outcome.generation_s is not None:
+        timings["gen"] = outcome.generation_s * 1000
+    timings["total"] = _elapsed_ms(request)
+    headers["Server-Timing"] = server_timing(timings)
+    return JSONResponse(
+        data,
+        headers=headers,
+        background=BackgroundTask(asyncio.to_thread, s.pipeline.record_question, prepared),
+    )
+
+
+@v1.post("/search")
+async def search_endpoint(body: SearchIn, request: Request) -> JSONResponse:
+    """The same JSON list as ``opsassist search --json`` for the same query and options."""
+    s = services(request)
+    try:
+        filters = Filters(
+            source_types=tuple(body.source_types),
+            since=parse_since(body.since) if body.since else None,
+        )
+    except ValueError as exc:
+        raise APIError(400, str(exc), param="since", code="invalid_request") from exc
+    try:
+        hits = await asyncio.to_thread(
+            search,
+            body.query,
+            settings=s.settings,
+            store=s.store,
+            target=body.index,
+            k=body.k,
+            mode=body.mode,
+            filters=filters,
+        )
+    except (IndexUnavailableError, ConnectionError) as exc:
+        s.metrics.errors.labels("index").inc()
+        raise APIError(503, str(exc), type="server_error", code="index_unavailable") from exc
+    return JSONResponse([hit.to_json() for hit in hits])
+
+
+# --- application ----------------------------------------------------------------------------------
+def limit_torch_threads(threads: int) -> None:
+    """Few intra-op threads for the query embedding: one short query gains nothing from more,
+    and on a CPU shared with concurrent requests and the model server, more threads wait on each
+    other (measured under load: 1 thread ~60 ms per query, 2 threads ~400 ms). Set before the
+    worker threads exist: torch's setting is inherited by threads created afterwards."""
+    if threads <= 0:
+        return
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch comes with sentence-transformers
+        return
+    torch.set_num_threads(threads)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: IndexStore | None = None,
+    cache: KnowledgeCache | None = None,
+    client: KServeClient | None = None,
+    embed: Callable[[str], np.ndarray] | None = None,
+) -> FastAPI:
+    """The app; components default to the ones the settings choose (tests may pass their own)."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_format)
+        index_store = store or get_index_store(settings)
+        knowledge = cache or get_cache(settings)
+        model = client or client_from_settings(settings)
+        pipeline = ChatPipeline(settings, index_store, knowledge, model, embed)
+        metrics.track_circuit(lambda: model.breaker_state.gauge_value)
+        app.state.services = Services(settings, index_store, knowledge, model, pipeline, metrics)
+        limit_torch_threads(settings.chat_torch_threads)
+        # prepare() runs in worker threads: enough of them that concurrent questions reach the
+        # batching embedder together instead of queueing for a thread (the default is cores + 4).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=32, thread_name_prefix="opsassist-chat")
+        )
+        if not app.state.api_keys:
+            log.warning("OPSASSIST_API_KEYS is empty: the API accepts requests without a key")
+        try:
+            await asyncio.to_thread(pipeline.warm_up)
+        except Exception as exc:  # the first request will retry; readiness shows the index state
+            log.warning("warm-up failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        log.info(
+            "chat server ready",
+            extra={
+                "model_server": settings.model_server_url,
+                "protocol": settings.model_protocol,
+                "index": settings.runbook_index,
+                "cache_backend": settings.cache_backend,
+            },
+        )
+        try:
+            yield
+        finally:
+            if client is None:
+                await model.aclose()
+
+    app = FastAPI(
+        title="OpsAssist chat server",
+        version="0.1.0",
+        summary="OpenAI-compatible on-call assistant over runbooks and signals",
+        lifespan=lifespan,
+    )
+    app.state.api_keys = parse_api_keys(settings)
+    install_error_handlers(app)
+    app.include_router(ops)
+    app.include_router(v1)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_credentials="*" not in origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=_EXPOSED,
+    )
+    return app
+
+
+app = create_app()

@@ -1,0 +1,160 @@
+"""The signal DAG via ``dag.test()`` on the real Kafka broker and Prometheus, plus the spool:
+loghub samples (times rewritten to now, 5% malformed messages) -> signal index -> the CLI finds
+them with ``--index signals --since 1h``; a replay of the same offsets adds nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import VENV_BIN, require_service, service_port
+from tests.integration.test_signals_pipeline import produce_loghub, reset_offsets
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+def cli_search(query: str, data_dir: Path, *extra: str) -> list[dict[str, Any]]:
+    env = os.environ | {"OPSASSIST_DATA_DIR": str(data_dir)}
+    flags = ["--index", "signals", "--since", "1h", "--json", "--k", "5", *extra]
+    result = subprocess.run(
+        [str(VENV_BIN / "opsassist"), "search", query, *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    hits: list[dict[str, Any]] = json.loads(result.stdout)
+    return hits
+
+
+def totals(reports: Path, source: str, since_line: int = 0) -> dict[str, Any]:
+    rows = [json.loads(line) for line in reports.read_text().splitlines()[since_line:]]
+    rows = [r for r in rows if r["source"] == source]
+    rejected: dict[str, int] = {}
+    for row in rows:
+        for reason, n in row["rejected"].items():
+            rejected[reason] = rejected.get(reason, 0) + n
+    return {
+        "accepted": sum(r["accepted"] for r in rows),
+        "replayed": sum(r["replayed"] for r in rows),
+        "upserted": sum(r["upserted"] for r in rows),
+        "rejected": rejected,
+        "freshness_p95_s": [r["freshness_p95_s"] for r in rows],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_signals_dag_ingests_kafka_spool_and_prometheus(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kafka_port = service_port("kafka", 19092)
+    require_service("kafka", kafka_port)
+    prometheus_port = service_port("prometheus", 19090)
+    require_service("prometheus", prometheus_port)
+    bootstrap = f"127.0.0.1:{kafka_port}"
+    tag = uuid.uuid4().hex[:8]
+    logs_topic, group = f"dag-{tag}.logs", f"dag-{tag}"
+    data_dir = tmp_path / "data"
+    jump = int(time.time()) - 40
+    env = {
+        "OPSASSIST_DATA_DIR": str(data_dir),
+        "OPSASSIST_SIGNALS_SOURCES": "kafka,spool,prometheus",
+        "OPSASSIST_SIGNALS_SPOOL_PATH": str(tmp_path / "spool"),
+        "OPSASSIST_SIGNALS_LOG_TOPICS": logs_topic,
+        "OPSASSIST_SIGNALS_METRIC_TOPICS": f"dag-{tag}.metrics",
+        "OPSASSIST_SIGNALS_EVENT_TOPICS": f"dag-{tag}.events",
+        "OPSASSIST_SIGNALS_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus_port}",
+        "OPSASSIST_SIGNALS_PROMQL": json.dumps(
+            {"checkout_errors": f"vector(100 * (time() > bool {jump}))"}
+        ),
+        "OPSASSIST_SIGNALS_WINDOW_SECONDS": "300",
+        "OPSASSIST_SIGNALS_METRIC_STEP_SECONDS": "5",
+        "OPSASSIST_SIGNALS_METRIC_BASELINE_SECONDS": "600",
+        "OPSASSIST_CACHE_BACKEND": "memory",
+        "OPSASSIST_INDEX_BACKEND": "embedded",
+        "AIRFLOW_CONN_OPSASSIST_KAFKA": json.dumps(
+            {
+                "conn_type": "kafka",
+                "extra": {
+                    "bootstrap.servers": bootstrap,
+                    "group.id": group,
+                    "enable.auto.commit": "false",
+                    "auto.offset.reset": "earliest",
+                    "enable.partition.eof": "true",
+                },
+            }
+        ),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from opsassist.settings import get_settings
+    from opsassist.sources.spool import seed_spool
+
+    get_settings.cache_clear()
+    now = dt.datetime.now(dt.UTC)
+    seed_spool(tmp_path / "spool", now)
+    for folder in (tmp_path / "spool" / "logs").iterdir():  # the loghub part comes via Kafka
+        if folder.is_dir() and folder.name != "payments":
+            shutil.rmtree(folder)
+    good, bad = produce_loghub(bootstrap, logs_topic, 60, now)
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(str(DAGS)).get_dag("signals_ingest")
+    assert dag is not None
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"  # Kafka watcher + 30 s tick
+    run = dag.test()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert set(states.values()) == {"success"}, states
+
+    reports = data_dir / "signals" / "reports" / "batches.jsonl"
+    kafka = totals(reports, "kafka")
+    assert kafka["accepted"] == good and kafka["rejected"] == bad
+    assert totals(reports, "spool")["accepted"] == 61 + 6 + 280  # JSON logs, events, samples
+    assert totals(reports, "prometheus")["upserted"] >= 1
+
+    # the acceptance query, through the CLI
+    ssh = cli_search("Failed password for invalid user", data_dir)
+    assert ssh[0]["source"].startswith("OpenSSH/") and ssh[0]["source_type"] == "log"
+    assert "Failed password for invalid user <*>" in ssh[0]["text"]
+    assert ssh[0]["timestamp"] and ssh[0]["end_timestamp"]
+    # the other sources, through the same search function in this process
+    from opsassist.index.base import Filters
+    from opsassist.search import search
+
+    settings = get_settings()
+    since = Filters(since=now - dt.timedelta(hours=1), source_types=("metric",))
+    metric = search("checkout_errors anomaly", settings=settings, target="signals", filters=since)
+    assert metric[0].source == "checkout_errors" and "PromQL: vector(" in metric[0].text
+    since = Filters(since=now - dt.timedelta(hours=1), source_types=("event",))
+    crash = search("Back-off restarting", settings=settings, target="signals", filters=since)
+    assert crash[0].source == "payments/Pod/payments-api-7f9c6d5b8-x2lqk"
+
+    # replay the same offsets: every message is recognised, no document is added or changed
+    from opsassist.index.embedded import EmbeddedIndexStore
+
+    store = EmbeddedIndexStore(data_dir / "index")
+    version = store.current_version("signals")
+    assert version is not None
+    before = {i for ids in store.ids_by_source(version).values() for i in ids}
+    reset_offsets(bootstrap, group, [logs_topic])
+    lines = len(reports.read_text().splitlines())
+    second = dag.test()
+    assert second.state == "success"
+    replay = totals(reports, "kafka", since_line=lines)
+    assert replay["replayed"] == good + sum(bad.values()) and replay["upserted"] == 0
+    after = {i for ids in store.ids_by_source(version).values() for i in ids}
+    assert after == before
+    get_settings.cache_clear()

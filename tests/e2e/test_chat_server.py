@@ -1,0 +1,524 @@
+"""The chat server end to end: a small runbook index built with the library in a temporary data
+folder, the knowledge cache in the real Redis, the server started with uvicorn (a subprocess for
+the main one; threads for the variants pointed at a closed port, the v2 protocol or an empty
+index), the real KServe model server, and the official ``openai`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from opsassist.cache.redis import RedisKnowledgeCache
+from opsassist.chat.degraded import INDEX_NOTICE, MODEL_NOTICE
+from opsassist.llm.client import GenerationOptions, KServeClient
+from opsassist.pipelines.runbooks import run_pipeline
+from opsassist.settings import Settings
+from opsassist.stores import get_index_store
+from serving.app import create_app
+from tests.conftest import ROOT, VENV_BIN, runbook_corpus
+
+pytestmark = pytest.mark.slow
+
+SUBSET = [
+    "kubernetes/KubePodCrashLooping.md",
+    "kubernetes/KubePodNotReady.md",
+    "kubernetes/KubeNodeNotReady.md",
+    "etcd/etcdNoLeader.md",
+    "node/NodeFilesystemAlmostOutOfSpace.md",
+    "alertmanager/AlertmanagerFailedToSendAlerts.md",
+]
+TARGET = "kubernetes/KubePodCrashLooping.md"
+QUESTION = "why does my pod keep crash looping?"
+KEY = "e2e-key-" + uuid.uuid4().hex[:8]
+MODEL_SCRIPT = ROOT / "scripts" / "model-server"
+MODEL_BASE = f"http://127.0.0.1:{os.environ.get('OPSASSIST_MODEL_PORT', '18080')}"
+MAX_TOKENS = 24  # keeps generations short on a CPU
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(base: str, timeout: float, process: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"chat server exited ({process.returncode})")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"chat server at {base} not healthy after {timeout} s")
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+def _model_script(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MODEL_SCRIPT), command], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[str]:
+    """The real KServe model server: started with scripts/model-server if it is not running."""
+    was_up = _model_script("status", 30).returncode == 0
+    if not was_up:
+        up = _model_script("up", 1500)
+        if up.returncode != 0:
+            pytest.fail(f"scripts/model-server up failed:\n{up.stdout}\n{up.stderr}")
+    try:
+        yield MODEL_BASE
+    finally:
+        if not was_up:
+            _model_script("down", 120)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[dict[str, str]]:
+    """A runbook index built with the library, its knowledge pack in Redis: the server's env."""
+    root = tmp_path_factory.mktemp("chat-e2e")
+    corpus = root / "corpus"
+    for relative in SUBSET:
+        (corpus / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(runbook_corpus() / relative, corpus / relative)
+    prefix = f"e2e-chat-{uuid.uuid4().hex[:8]}"
+    values = {
+        "OPSASSIST_DATA_DIR": str(root / "data"),
+        "OPSASSIST_INDEX_BACKEND": "embedded",
+        "OPSASSIST_CACHE_BACKEND": "redis",
+        "OPSASSIST_REDIS_URL": redis_url,
+        "OPSASSIST_CACHE_PREFIX": prefix,
+        "OPSASSIST_API_KEYS": f"other-key,{KEY}",
+        "OPSASSIST_CHAT_MAX_TOKENS": str(MAX_TOKENS),
+        "OPSASSIST_MODEL_SERVER_URL": MODEL_BASE,
+        "OPSASSIST_MODEL_PROTOCOL": "openai",
+        "OPSASSIST_LOG_LEVEL": "INFO",
+    }
+    settings = make_settings(values)
+    cache = RedisKnowledgeCache(redis_url, prefix)
+    summary = run_pipeline(settings, corpus, get_index_store(settings), cache, "e2e-chat")
+    assert summary["promoted"], summary
+    yield values
+    for key in cache._redis.scan_iter(match=f"{prefix}:*"):
+        cache._redis.delete(key)
+
+
+def make_settings(values: dict[str, str], **overrides: Any) -> Settings:
+    fields = {k.removeprefix("OPSASSIST_").lower(): v for k, v in values.items()}
+    return Settings(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="module")
+def server(env: dict[str, str], model_server: str) -> Iterator[str]:
+    """The real server: ``uvicorn serving.app:app`` in a subprocess on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "uvicorn"), "serving.app:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, 300, process)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+class ThreadServer:
+    """``create_app(settings)`` served by uvicorn in a thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        base = f"http://127.0.0.1:{self.port}"
+        wait_healthy(base, 120)
+        return base
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def client_for(base: str, key: str = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, timeout=300, max_retries=0)
+
+
+def ask(messages: list[dict[str, str]] | str) -> list[Any]:
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return list(messages)
+
+
+def sources_of(text: str) -> str:
+    assert "\nSources:\n" in text, text
+    return text.split("\nSources:\n", 1)[1]
+
+
+def metric(base: str, name: str, labels: str = "") -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    pattern = re.compile(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", re.MULTILINE)
+    match = pattern.search(text)
+    return float(match.group(1)) if match else 0.0
+
+
+# --- API surface ---------------------------------------------------------------------------------
+def test_models_are_listed_and_keys_are_enforced(server: str) -> None:
+    assert [m.id for m in client_for(server).models.list().data] == ["opsassist"]
+    with pytest.raises(openai.AuthenticationError) as info:
+        client_for(server, "wrong-key").chat.completions.create(
+            model="opsassist", messages=ask(QUESTION)
+        )
+    assert info.value.status_code == 401
+    assert info.value.code == "invalid_api_key"
+    missing = httpx.post(f"{server}/v1/chat/completions", json={}, timeout=10)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert set(missing.json()["error"]) == {"message", "type", "param", "code"}
+    assert httpx.get(f"{server}/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_errors_use_the_openai_shape(server: str) -> None:
+    client = client_for(server)
+    with pytest.raises(openai.NotFoundError) as not_found:
+        client.chat.completions.create(model="gpt-4o", messages=ask(QUESTION))
+    assert not_found.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="opsassist", messages=[])
+    assert bad.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as bad_window:
+        client.chat.completions.create(
+            model="opsassist", messages=ask("errors?"), extra_body={"since": "soon"}
+        )
+    assert bad_window.value.param == "since"
+    unknown = httpx.get(f"{server}/v1/nothing", headers={"Authorization": f"Bearer {KEY}"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"]
+
+
+def test_request_id_is_echoed_or_created(server: str) -> None:
+    given = httpx.get(f"{server}/healthz", headers={"X-Request-ID": "req-e2e-1"}, timeout=10)
+    assert given.headers["x-request-id"] == "req-e2e-1"
+    made = httpx.get(f"{server}/healthz", timeout=10).headers["x-request-id"]
+    assert made and made != "req-e2e-1"
+
+
+def test_cors_allows_open_webui(server: str) -> None:
+    preflight = httpx.options(
+        f"{server}/v1/chat/completions",
+        headers={
+            "Origin": "http://webui.example:8080",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+        timeout=10,
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] in ("*", "http://webui.example:8080")
+
+
+def test_readiness_reports_each_check(server: str) -> None:
+    ready = httpx.get(f"{server}/readyz", timeout=30)
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert body["checks"]["index"]["ok"] and body["checks"]["index"]["version"]
+    assert body["checks"]["cache"]["ok"] and body["checks"]["model"]["ok"]
+    assert body["checks"]["model"]["circuit"] == "closed"
+
+
+# --- answers --------------------------------------------------------------------------------------
+def test_non_streaming_answer_cites_the_runbook(server: str) -> None:
+    raw = client_for(server).chat.completions.with_raw_response.create(
+        model="opsassist", messages=ask(QUESTION), extra_body={"cache": False}
+    )
+    answer = raw.parse()
+    assert raw.headers["x-opsassist-cache"] == "bypass"
+    assert "x-opsassist-degraded" not in raw.headers
+    text = answer.choices[0].message.content or ""
+    generated = text.split("\n\nSources:\n", 1)[0]
+    assert generated.strip() and not generated.startswith("⚠")
+    assert TARGET in sources_of(text)
+    assert re.search(rf"\[\d+\] {re.escape(TARGET)} § \w", sources_of(text))
+    usage = answer.usage
+    assert usage is not None and usage.prompt_tokens > 50  # the model server's own counts
+    assert 0 < usage.completion_tokens <= MAX_TOKENS
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert answer.object == "chat.completion" and answer.model == "opsassist"
+
+
+def test_streaming_answer_arrives_in_chunks_and_cites_the_runbook(server: str) -> None:
+    stream = client_for(server).chat.completions.create(
+        model="opsassist",
+        messages=ask(QUESTION),
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"cache": False},
+    )
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) > 3  # token by token, then the sources block
+    text = "".join(pieces)
+    assert not text.startswith("⚠") and TARGET in sources_of(text)
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finishes and finishes[-1] in ("stop", "length")
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_a_repeated_question_is_served_from_the_cache(server: str, env: dict[str, str]) -> None:
+    client = client_for(server)
+    question = "My pod keeps crash looping: what is going on?"
+    hits_before = metric(server, "opsassist_answer_cache_total", '{result="hit"}')
+    started = time.perf_counter()
+    first = client.chat.completions.with_raw_response.create(
+        model="opsassist", messages=ask(question)
+    )
+    generated_s = time.perf_counter() - started
+    assert first.headers["x-opsassist-cache"] == "miss"
+
+    started = time.perf_counter()
+    second = client.chat.completions.with_raw_response.create(
+        model="opsassist", messages=ask(question.upper() + "  ")
+    )
+    cached_s = time.perf_counter() - started
+    assert second.headers["x-opsassist-cache"] == "hit"
+    text = second.parse().choices[0].message.content or ""
+    assert text == first.parse().choices[0].message.content
+    assert TARGET in sources_of(text)
+    assert cached_s < generated_s / 5 and cached_s < 1.0
+    timing = re.search(r"total;dur=([0-9.]+)", second.headers["server-timing"])
+    assert timing is not None and float(timing.group(1)) < 100
+    assert metric(server, "opsassist_answer_cache_total", '{result="hit"}') == hits_before + 1
+
+    streamed = client.chat.completions.with_raw_response.create(
+        model="opsassist", messages=ask(question), stream=True
+    )
+    assert streamed.headers["x-opsassist-cache"] == "hit"
+    pieces = [c.choices[0].delta.content or "" for c in streamed.parse() if c.choices]
+    assert "".join(pieces) == text
+
+    # each ask counted (after the response) for the warm-up of the next index version
+    cache = RedisKnowledgeCache(env["OPSASSIST_REDIS_URL"], env["OPSASSIST_CACHE_PREFIX"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        popular = dict(cache.popular_questions(10))
+        if popular.get(question) == 3:
+            break
+        time.sleep(0.1)
+    assert popular.get(question) == 3, popular
+
+
+def test_follow_up_is_answered_about_the_same_runbook(server: str) -> None:
+    messages = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": "The container exits right after it starts."},
+        {"role": "user", "content": "and how do I fix it?"},
+    ]
+    answer = client_for(server).chat.completions.create(
+        model="opsassist", messages=messages, extra_body={"cache": False}
+    )
+    text = answer.choices[0].message.content or ""
+    assert TARGET in sources_of(text)
+    extension = (answer.model_extra or {})["opsassist"]
+    assert "crash" in extension["standalone_question"]
+
+
+def test_search_returns_what_the_cli_prints(server: str, env: dict[str, str]) -> None:
+    query = "pod keeps restarting"
+    cli = subprocess.run(
+        [str(VENV_BIN / "opsassist"), "search", query, "--json", "--k", "3"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=300,
+        check=True,
+    )
+    response = httpx.post(
+        f"{server}/v1/search",
+        json={"query": query, "k": 3, "mode": "hybrid"},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    assert response.json() == json.loads(cli.stdout)
+    assert len(response.json()) == 3 and response.json()[0]["source"] == TARGET
+
+
+def test_metrics_cover_the_request_path(server: str) -> None:
+    text = httpx.get(f"{server}/metrics", timeout=10).text
+    for name in (
+        'opsassist_http_request_duration_seconds_bucket{le="0.005",method="POST",'
+        'route="/v1/chat/completions"',
+        "opsassist_retrieval_duration_seconds_count",
+        'opsassist_generation_duration_seconds_count{protocol="openai"}',
+        'opsassist_time_to_first_token_seconds_count{stage="server"}',
+        'opsassist_time_to_first_token_seconds_count{stage="model"}',
+        "opsassist_answer_cache_hit_ratio",
+        "opsassist_model_circuit_state 0.0",
+    ):
+        assert name in text, name
+
+
+# --- degraded modes and the v2 protocol (servers in threads) --------------------------------------
+def test_model_server_down_gives_runbook_steps_with_http_200(env: dict[str, str]) -> None:
+    settings = make_settings(
+        env,
+        model_server_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        model_retries=1,
+        model_retry_backoff_seconds=0.05,
+        model_breaker_failures=2,
+        model_breaker_cooldown_seconds=600,
+    )
+    with ThreadServer(settings) as base:
+        client = client_for(base)
+        raw = client.chat.completions.with_raw_response.create(
+            model="opsassist", messages=ask(QUESTION), extra_body={"cache": False}
+        )
+        assert raw.http_response.status_code == 200
+        assert raw.headers["x-opsassist-degraded"] == "model"
+        text = raw.parse().choices[0].message.content or ""
+        assert text.startswith(MODEL_NOTICE)
+        assert "Steps:" in text or "Matching sections:" in text
+        assert TARGET in sources_of(text)
+
+        stream = client.chat.completions.create(
+            model="opsassist", messages=ask(QUESTION), stream=True, extra_body={"cache": False}
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert streamed.startswith(MODEL_NOTICE) and TARGET in sources_of(streamed)
+        # two failed calls opened the breaker: the model is no longer even tried
+        assert metric(base, "opsassist_model_circuit_state") == 2.0
+        started = time.perf_counter()
+        fast = client.chat.completions.create(
+            model="opsassist", messages=ask(QUESTION), extra_body={"cache": False}
+        )
+        assert time.perf_counter() - started < 3.0  # no connection attempt, no backoff
+        assert "circuit breaker open" in (fast.choices[0].message.content or "").splitlines()[0]
+        assert metric(base, "opsassist_degraded_answers_total", '{reason="model"}') == 3
+
+        ready = httpx.get(f"{base}/readyz", timeout=30)
+        assert ready.status_code == 200  # a model that is down only marks the server degraded
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["checks"]["model"]["circuit"] == "open"
+        # degraded answers are never cached
+        again = client.chat.completions.with_raw_response.create(
+            model="opsassist", messages=ask("why does my pod keep crash looping")
+        )
+        assert again.headers["x-opsassist-cache"] != "hit"
+
+
+def test_v2_protocol_answers_over_real_http(env: dict[str, str], model_server: str) -> None:
+    settings = make_settings(env, model_protocol="v2")
+    with ThreadServer(settings) as base:
+        client = client_for(base)
+        answer = client.chat.completions.with_raw_response.create(
+            model="opsassist", messages=ask(QUESTION), extra_body={"cache": False}
+        )
+        assert "x-opsassist-degraded" not in answer.headers
+        text = answer.parse().choices[0].message.content or ""
+        assert text.split("\n\nSources:\n")[0].strip() and TARGET in sources_of(text)
+        usage = answer.parse().usage
+        assert usage is not None and usage.completion_tokens > 0
+        stream = client.chat.completions.create(
+            model="opsassist", messages=ask(QUESTION), stream=True, extra_body={"cache": False}
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert not streamed.startswith("⚠") and TARGET in sources_of(streamed)
+        ready = httpx.get(f"{base}/readyz", timeout=30).json()
+        assert ready["checks"]["model"] == {
+            "ok": True,
+            "protocol": "v2",
+            "model": "smollm2-135m-instruct-v2",
+            "circuit": "closed",
+            "detail": "ready",
+        }
+
+
+@pytest.mark.parametrize("protocol", ["openai", "v2"])
+def test_client_streams_from_the_real_model_server(protocol: str, model_server: str) -> None:
+    async def run() -> tuple[list[str], str]:
+        client = KServeClient(model_server, "smollm2-135m-instruct", protocol=protocol)
+        messages = [{"role": "user", "content": "Name one Kubernetes object."}]
+        options = GenerationOptions(max_tokens=12, temperature=0.0)
+        try:
+            pieces = [d.text async for d in client.stream_chat(messages, options) if d.text]
+            whole = (await client.chat(messages, options)).text
+        finally:
+            await client.aclose()
+        return pieces, whole
+
+    pieces, whole = asyncio.run(run())
+    assert "".join(pieces).strip() and whole.strip()
+    if protocol == "openai":
+        assert len(pieces) > 1  # streamed token by token (v2 infer has no streaming)
+
+
+def test_index_without_a_promoted_version_is_said_clearly(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = make_settings(env, data_dir=tmp_path / "empty")
+    with ThreadServer(settings) as base:
+        raw = client_for(base).chat.completions.with_raw_response.create(
+            model="opsassist", messages=ask(QUESTION)
+        )
+        assert raw.http_response.status_code == 200
+        assert raw.headers["x-opsassist-degraded"] == "index"
+        assert (raw.parse().choices[0].message.content or "").startswith(INDEX_NOTICE)
+        search = httpx.post(
+            f"{base}/v1/search",
+            json={"query": "pod"},
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=30,
+        )
+        assert search.status_code == 503
+        assert search.json()["error"]["code"] == "index_unavailable"
+        ready = httpx.get(f"{base}/readyz", timeout=30)
+        assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+        assert ready.json()["checks"]["index"]["ok"] is False
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))
