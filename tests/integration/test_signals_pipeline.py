@@ -28,8 +28,9 @@ from opsassist.settings import Settings
 from opsassist.signals import SignalConfig, build_log_documents
 from opsassist.sources.base import DeadLetter, RawRecord
 from opsassist.sources.prometheus import PrometheusSource
-from opsassist.sources.spool import SpoolSource, seed_spool
+from opsassist.sources.spool import SpoolSource, sample_spool, seed_spool
 from tests.conftest import require_service, service_port
+from tests.integration.opensearch_fixtures import opensearch_store
 
 LOGHUB = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "loghub"
 SYSTEMS = ("HDFS", "Hadoop", "Spark", "Zookeeper", "OpenSSH", "Linux", "Apache", "OpenStack")
@@ -73,17 +74,29 @@ def indexed(store: IndexStore, alias: str = "signals") -> list[Chunk]:
 
 
 def loghub_lines(system: str, n: int) -> list[str]:
+    """The shared loghub sample, else the 120-line excerpt shipped in the sample spool."""
     path = LOGHUB / system / f"{system}_2k.log"
     if not path.exists():
-        pytest.skip(f"loghub sample not found at {path}")
+        path = sample_spool() / "logs" / system / f"{system}.log"
     return path.read_text(encoding="utf-8").splitlines()[:n]
 
 
+@pytest.fixture(params=["embedded", pytest.param("opensearch", marks=pytest.mark.services)])
+def any_store(request: pytest.FixtureRequest, signal_settings: Settings) -> Iterator[IndexStore]:
+    """The embedded store, and the real OpenSearch node (a unique prefix per test)."""
+    if request.param == "opensearch":
+        yield from opensearch_store()
+        return
+    yield EmbeddedIndexStore(signal_settings.embedded_index_dir)
+
+
 # --- spool ---------------------------------------------------------------------------------------
-def test_spool_sample_end_to_end_is_searchable(signal_settings: Settings) -> None:
+def test_spool_sample_end_to_end_is_searchable(
+    signal_settings: Settings, any_store: IndexStore
+) -> None:
     now = dt.datetime.now(UTC)
     seed_spool(signal_settings.signals_spool_path, now)
-    store = EmbeddedIndexStore(signal_settings.embedded_index_dir)
+    store = any_store
     ingest = ingestor(signal_settings, store)
     source = pipeline.open_source(signal_settings, "spool")
     reports = ingest.drain(source)
@@ -301,14 +314,14 @@ def test_two_writers_taking_turns_see_each_others_state(signal_settings: Setting
 
 
 def test_late_records_retention_and_daily_rollover(
-    signal_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    signal_settings: Settings, any_store: IndexStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPSASSIST_SIGNALS_RETENTION_DAYS", "1")
     monkeypatch.setenv("OPSASSIST_SIGNALS_LATENESS_SECONDS", "600")
     monkeypatch.setenv("OPSASSIST_KEEP_VERSIONS", "2")
     settings = Settings()
     clock = {"now": dt.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)}
-    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    store = any_store
     ingest = ingestor(settings, store, clock=lambda: clock["now"])
 
     def records(at: dt.datetime, n: int, stream: str, start: int = 0) -> list[RawRecord]:

@@ -169,6 +169,8 @@ class SignalState:
                 kind TEXT NOT NULL, grp TEXT NOT NULL, ms INTEGER NOT NULL,
                 PRIMARY KEY (kind, grp));
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS vectors (
+                key TEXT PRIMARY KEY, vector BLOB NOT NULL, used REAL NOT NULL);
             """
         )
 
@@ -239,6 +241,38 @@ class SignalState:
             (str(k), str(g), int(s)): set(json.loads(ids)) | set(json.loads(pending))
             for k, g, s, ids, pending in rows
         }
+
+    def vectors(self, keys: Sequence[str]) -> dict[str, list[float]]:
+        """Vectors embedded earlier (by any process), by key; marks them used now."""
+        found: dict[str, list[float]] = {}
+        for start in range(0, len(keys), 500):
+            part = list(keys[start : start + 500])
+            marks = ", ".join("?" * len(part))
+            rows = self.db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", part)
+            for key, blob in rows:
+                found[str(key)] = np.frombuffer(blob, dtype=np.float32).tolist()
+        if found:
+            now = time.time()
+            with self.transaction() as db:
+                db.executemany(
+                    "UPDATE vectors SET used = ? WHERE key = ?", [(now, k) for k in found]
+                )
+        return found
+
+    def put_vectors(self, items: Mapping[str, Sequence[float]]) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO vectors (key, vector, used) VALUES (?, ?, ?)",
+                [
+                    (key, np.asarray(vector, dtype=np.float32).tobytes(), now)
+                    for key, vector in items.items()
+                ],
+            )
+
+    def prune_vectors(self, unused_since: float) -> int:
+        with self.transaction() as db:
+            return int(db.execute("DELETE FROM vectors WHERE used < ?", (unused_since,)).rowcount)
 
     def window_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM windows").fetchone()[0])
@@ -339,6 +373,11 @@ class SignalIngestor:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.validate = validate
         self._embed = embed
+        self._model_key = (
+            settings.embedding_model
+            if embed is None
+            else "injected:" + getattr(embed, "__qualname__", type(embed).__name__)
+        )
         self._vectors: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self._dimension: int | None = None
         self.rollover_deleted = 0
@@ -371,16 +410,22 @@ class SignalIngestor:
         return self._dimension
 
     def _with_vectors(self, chunks: Sequence[Chunk]) -> tuple[list[Chunk], int]:
-        """Chunks with vectors; texts already embedded in this process are not embedded again."""
-        keys = [content_hash(embedding_text(c)) for c in chunks]
+        """Chunks with vectors. A text embedded before (by this process: memory; by any
+        process: the state's vector table) is not embedded again; returns how many were."""
+        keys = [content_hash(self._model_key + "\x1f" + embedding_text(c)) for c in chunks]
         missing: dict[str, str] = {}
         for chunk, key in zip(chunks, keys, strict=True):
             if key not in self._vectors:
                 missing.setdefault(key, embedding_text(chunk))
         if missing:
+            for key, vector in self.state.vectors(list(missing)).items():
+                self._vectors[key] = vector
+                del missing[key]
+        if missing:
             vectors = self.embed_texts(list(missing.values()))
-            for key, vector in zip(missing, vectors, strict=True):
-                self._vectors[key] = [float(x) for x in vector]
+            fresh = {key: [float(x) for x in v] for key, v in zip(missing, vectors, strict=True)}
+            self._vectors.update(fresh)
+            self.state.put_vectors(fresh)
         out = []
         for chunk, key in zip(chunks, keys, strict=True):
             self._vectors.move_to_end(key)
@@ -388,6 +433,13 @@ class SignalIngestor:
         while len(self._vectors) > 20_000:
             self._vectors.popitem(last=False)
         return out, len(missing)
+
+    def prepare_vectors(self, chunks: Sequence[Chunk]) -> int:
+        """Embed (and keep) the vectors these documents will need; returns how many were new.
+
+        A long-running ingest has embedded its services' templates long ago; benchmarks and
+        backfills call this to start from that state instead of from a cold cache."""
+        return self._with_vectors(chunks)[1]
 
     # --- versions ------------------------------------------------------------------------------
     def ensure_version(self) -> str:
@@ -441,6 +493,7 @@ class SignalIngestor:
                 self._cache.pop(key, None)
         if sweep:
             deleted += sweep_expired(self.store, version, cutoff, self.dimension)
+            self.state.prune_vectors(cutoff.timestamp())
         return deleted
 
     def _maybe_finalize(self, version: str) -> None:
