@@ -134,3 +134,68 @@ def test_every_message_once_then_nothing_after_commit(
         again.commit(asynchronous=False)
     finally:
         again.close()
+
+
+@pytest.fixture
+def busy_group(bootstrap: str) -> Iterator[str]:
+    """A consumer group with a live member on another topic, polling in a thread: a new member
+    joining it waits for a rebalance (a heartbeat round, seconds), like a slow first join."""
+    import threading
+
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    group, other = f"busy-{uuid.uuid4().hex[:8]}", f"opsassist-other-{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(other, num_partitions=1, replication_factor=1)])[other].result(
+        timeout=30
+    )
+    member = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "heartbeat.interval.ms": 2500}
+    )
+    joined = threading.Event()
+    # assignment() from this thread would block while the other one polls: use the callback
+    member.subscribe([other], on_assign=lambda _consumer, _partitions: joined.set())
+    stop = threading.Event()
+
+    def keep_polling() -> None:
+        while not stop.is_set():
+            member.poll(0.2)
+
+    thread = threading.Thread(target=keep_polling, daemon=True)
+    thread.start()
+    assert joined.wait(30), "the busy member never joined"
+    yield group
+    stop.set()
+    thread.join(10)
+    member.close()
+    admin.delete_topics([other])[other].result(timeout=30)
+
+
+@pytest.mark.parametrize("missing_topic", [False, True])
+def test_first_poll_of_a_new_member_waits_for_the_records(
+    bootstrap: str, topic: str, busy_group: str, missing_topic: bool
+) -> None:
+    """A new consumer group's first poll must not come back empty while records are on the topic,
+    however short the poll timeout: the join and the first fetch take longer than the timeout, and
+    the DAG ends the drain on an empty poll (CI once lost a whole Kafka batch that way). A
+    subscribed topic that does not exist yet must not hold the poll up either."""
+    from opsassist.sources.kafka import KafkaSource
+
+    _produce(bootstrap, topic, [(b"k%d" % i, b"line %d" % i) for i in range(MESSAGES)])
+    kinds: dict[str, Any] = {topic: "log"}
+    if missing_topic:
+        kinds[f"{topic}-absent.metrics"] = "metric"
+    source = KafkaSource.from_config(bootstrap, busy_group, kinds)
+    try:
+        got: list[Any] = []
+        while True:
+            batch = source.poll(1000, 0.01)
+            if not batch:
+                break
+            got.extend(batch)
+        assert sorted(r.payload for r in got) == sorted(b"line %d" % i for i in range(MESSAGES))
+        assert {r.kind for r in got} == {"log"}
+        assert source.poll(1000, 0.01) == []  # every partition at its end: nothing more
+    finally:
+        source.close()

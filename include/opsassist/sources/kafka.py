@@ -86,7 +86,8 @@ class KafkaSource:
         self.dlq_suffix = dlq_suffix
         self.assignment_timeout = assignment_timeout
         self._eof: set[tuple[str, int]] = set()
-        self._assigned_once = False
+        # partitions that have delivered a message or reached their end since assignment
+        self._heard: set[tuple[str, int]] = set()
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
@@ -142,24 +143,30 @@ class KafkaSource:
     # --- Source --------------------------------------------------------------------------------
     def _assignment(self) -> set[tuple[str, int]]:
         try:
-            assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+            return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         except Exception:  # pragma: no cover - closed consumer
             return set()
-        if assigned:
-            self._assigned_once = True
-        return assigned
+
+    def _settled(self) -> bool:
+        """True once the group has assigned partitions and each has answered (data or EOF).
+
+        Until then an empty poll proves nothing: joining the group and the first fetch can take
+        seconds, and ending the drain then would skip records that are already on the topic.
+        """
+        assigned = self._assignment()
+        return bool(assigned) and assigned <= self._heard
 
     def poll(self, max_records: int, timeout: float) -> list[RawRecord]:
         """Records until ``max_records``, ``timeout`` seconds, a pause in the stream, or every
-        partition at its end. Until the group has assigned partitions the wait is extended up
-        to ``assignment_timeout`` (the first poll of a new consumer)."""
+        partition at its end. Until the group has assigned partitions and each has answered, the
+        wait is extended up to ``assignment_timeout`` (the first poll of a new consumer)."""
         from confluent_kafka import KafkaError, KafkaException
 
         out: list[RawRecord] = []
         started = time.monotonic()
         last_message = started
         while len(out) < max_records:
-            budget = timeout if self._assigned_once else max(timeout, self.assignment_timeout)
+            budget = timeout if self._settled() else max(timeout, self.assignment_timeout)
             now = time.monotonic()
             if now >= started + budget or (out and now - last_message >= 0.05):
                 break  # time is up, or the stream paused after some records
@@ -177,15 +184,16 @@ class KafkaSource:
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         self._eof.add((message.topic(), message.partition()))
+                        self._heard.add((message.topic(), message.partition()))
                         continue
                     if error.fatal():
                         raise KafkaException(error)
-                    log.warning("kafka consumer error", extra={"error": str(error)})
+                    log.warning("kafka consumer error: %s", error, extra={"error": str(error)})
                     continue
                 self._eof.discard((message.topic(), message.partition()))
+                self._heard.add((message.topic(), message.partition()))
                 out.append(self._record(message))
                 last_message = time.monotonic()
-        self._assignment()
         return out
 
     def _record(self, message: Any) -> RawRecord:
