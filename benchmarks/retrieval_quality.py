@@ -40,7 +40,7 @@ from opsassist.evaluation.signals import ensure_signal_index
 from opsassist.evaluation.tracking import log_run, run_params
 from opsassist.index.embedded import EmbeddedIndexStore
 from opsassist.logs import configure_logging
-from opsassist.pipelines.runbooks import collect, embed_chunks
+from opsassist.pipelines.runbooks import Plan, build_version, collect, embed_chunks
 from opsassist.settings import Settings
 from opsassist.stores import fusion_config
 
@@ -70,6 +70,8 @@ class IndexBuilder:
     def __init__(self, settings: Settings, folder: Path) -> None:
         self.settings = settings
         self.store = EmbeddedIndexStore(folder, settings.embedded_ann_min_rows)
+        for old in self.store.list_versions(ALIAS):  # scratch versions of an earlier run
+            self.store.drop_version(old)
         self.vectors: dict[str, list[float]] = {}
         self.dimension = model_dimension(settings.embedding_model, settings.embedding_device)
 
@@ -78,12 +80,9 @@ class IndexBuilder:
         todo = [c for c in chunks if c.id not in self.vectors]
         for chunk in embed_chunks(todo, settings):
             self.vectors[chunk.id] = chunk.vector or []
-        version = self.store.create_version(ALIAS, self.dimension)
-        self.store.upsert(
-            version, [dataclasses.replace(c, vector=self.vectors[c.id]) for c in chunks]
-        )
-        self.store.finalize(version)
-        return version
+        embedded = [dataclasses.replace(c, vector=self.vectors[c.id]) for c in chunks]
+        fresh = Plan(None, [c.id for c in chunks], [], 0, [], [])  # a full build, no base
+        return build_version(self.store, ALIAS, fresh, embedded, self.dimension)
 
 
 def table(report: EvalReport) -> list[str]:
@@ -100,6 +99,10 @@ def table(report: EvalReport) -> list[str]:
             n = int(m[f"questions.{group}" if group else "questions"])
             values = " ".join(f"{m[prefix + h]:9.3f}" for h in HEADLINE)
             lines.append(f"{group or 'all':10} {mode:7} {n:4d} {values}")
+    lines.append(
+        f"latency embed   p50 {m['embedding.latency_p50_ms']:7.1f} ms  "
+        f"p95 {m['embedding.latency_p95_ms']:7.1f} ms (inside vector and hybrid)"
+    )
     for mode in report.modes:
         lines.append(
             f"latency {mode:7} p50 {m[f'{mode}.latency_p50_ms']:7.1f} ms  "
@@ -150,11 +153,11 @@ def sweep(
     vectors = embed_questions(evalset.items, settings.embedding_model, settings.embedding_device)
     rows: list[dict[str, Any]] = []
     for max_chars, overlap in chunking or (CHUNKING_QUICK if quick else CHUNKING):
-        chunking = {"chunk_max_chars": max_chars, "chunk_overlap_chars": overlap}
-        version = builder.build(settings.model_copy(update=chunking))
+        chunk_settings = {"chunk_max_chars": max_chars, "chunk_overlap_chars": overlap}
+        version = builder.build(settings.model_copy(update=chunk_settings))
         items = applicable(evalset.items, document_refs(builder.store, version, False))
         for point in fusion_grid(quick, weights):
-            overrides = chunking | point
+            overrides = chunk_settings | point
             configured = settings.model_copy(update=overrides)
             report = evaluate_version(
                 builder.store,

@@ -195,6 +195,12 @@ def eval_command(
         f"questions applicable"
         + (f"; MLflow run {result.mlflow_run_id}" if result.mlflow_run_id else "")
     )
+    if "embedding.latency_p50_ms" in report.metrics:
+        console.print(
+            "query embedding (inside vector and hybrid latency): "
+            f"p50 {report.metrics['embedding.latency_p50_ms']:.0f} ms, "
+            f"p95 {report.metrics['embedding.latency_p95_ms']:.0f} ms"
+        )
     if result.unmatched:
         shown = ", ".join(result.unmatched[:5]) + (" ..." if len(result.unmatched) > 5 else "")
         console.print(

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default=50_000,
         description="Embedded store builds an HNSW vector index from this many rows (else exact).",
     )
+    embedded_read_consistency_seconds: float = Field(
+        default=1.0,
+        description="How stale a long-lived embedded reader (the chat server) may be: it re-checks "
+        "tables for rows written by other processes at most this often (0 = every read).",
+    )
     fusion: Literal["rrf", "weighted"] = Field(
         default="rrf", description="How BM25 and vector results are fused."
     )

@@ -21,7 +21,11 @@ def get_index_store(settings: Settings) -> IndexStore:
         return OpenSearchIndexStore.from_settings(settings)
     from opsassist.index.embedded import EmbeddedIndexStore
 
-    return EmbeddedIndexStore(settings.embedded_index_dir, settings.embedded_ann_min_rows)
+    return EmbeddedIndexStore(
+        settings.embedded_index_dir,
+        settings.embedded_ann_min_rows,
+        read_consistency_seconds=settings.embedded_read_consistency_seconds,
+    )
 
 
 def get_cache(settings: Settings) -> KnowledgeCache:

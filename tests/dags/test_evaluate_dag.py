@@ -23,9 +23,9 @@ RUNBOOKS = [
 def test_evaluate_dag_logs_an_mlflow_run(
     airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opsassist.cache.memory import MemoryKnowledgeCache
+    from opsassist.embedding import model_dimension
     from opsassist.evaluation import tracking
-    from opsassist.pipelines.runbooks import run_pipeline
+    from opsassist.pipelines import runbooks
     from opsassist.settings import get_settings
     from opsassist.stores import get_index_store
 
@@ -38,11 +38,15 @@ def test_evaluate_dag_logs_an_mlflow_run(
     monkeypatch.setenv("OPSASSIST_INDEX_BACKEND", "embedded")
     get_settings.cache_clear()
     settings = get_settings()
-    run_pipeline(settings, corpus, get_index_store(settings), MemoryKnowledgeCache(), "seed")
+    store = get_index_store(settings)
+    chunks = runbooks.embed_chunks(runbooks.collect(corpus, settings).chunks, settings)
+    fresh = runbooks.Plan(None, [c.id for c in chunks], [], 0, [], [])
+    version = runbooks.build_version(store, "runbooks", fresh, chunks, model_dimension())
+    store.promote("runbooks", version)  # a seed index (the pipeline itself is tested elsewhere)
 
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(str(ROOT / "dags")).get_dag("evaluate_index")
+    dag = DagBag(str(ROOT / "dags" / "evaluate_index.py")).get_dag("evaluate_index")
     assert dag.schedule is None  # manual trigger only (UI or API)
     assert set(dag.params) == {"set", "index"}
     run = dag.test(run_conf={"set": "runbooks", "index": "runbooks"})

@@ -86,7 +86,7 @@ def test_gate_refuses_a_shuffled_vector_build_and_the_alias_stays(
     assert first["gate"]["questions"] >= settings.gate_min_questions
 
     # control: a build that re-embeds everything correctly passes the comparison
-    _retitle(corpus, "Runbook")
+    _retitle(corpus, "Docs")
     second = pipeline.run_pipeline(settings, corpus, store, cache, run_id="gate-2")
     assert second["embed"]["embedded"] == second["collect"]["chunks"]
     assert second["promoted"], second["gate"]
@@ -94,7 +94,7 @@ def test_gate_refuses_a_shuffled_vector_build_and_the_alias_stays(
     good = second["version"]
 
     # the same kind of build with every vector belonging to another chunk is refused
-    _retitle(corpus, "Ops")
+    _retitle(corpus, "Runbook")
     _shuffled_embeddings(monkeypatch)
     with pytest.raises(pipeline.BuildRefusedError, match="quality gate refused") as refused:
         pipeline.run_pipeline(settings, corpus, store, cache, run_id="gate-3")
@@ -146,6 +146,7 @@ def _check_run(client: Any, run_id: str, version: str, questions: int) -> None:
         assert 0.0 <= metrics[f"{mode}.en.mrr_at_10"] <= 1.0
         assert metrics[f"{mode}.latency_p95_ms"] >= metrics[f"{mode}.latency_p50_ms"] > 0
     assert metrics["questions"] == questions
+    assert metrics["hybrid.latency_p50_ms"] >= metrics["embedding.latency_p50_ms"] > 0
     names = {a.path for a in client.list_artifacts(run_id)}
     assert names == {"results.csv", "recall_at_k.png"}
     local = Path(client.download_artifacts(run_id, "results.csv"))

@@ -143,3 +143,39 @@ def test_filters_on_source_type_and_time(store: IndexStore) -> None:
     )
     assert [h.text for h in hits] == ["payments errors spiked x20"]
     assert hits[0].timestamp is not None and hits[0].timestamp.startswith("2026-11-25T11:55")
+
+
+def test_long_lived_embedded_reader_sees_rows_written_by_another_process(tmp_path: Path) -> None:
+    """The chat server keeps one store open for hours while the signal DAG appends rows from
+    another process: its searches must catch up within the read-consistency interval."""
+    import subprocess
+    import sys
+    import time
+
+    from opsassist.index.embedded import EmbeddedIndexStore
+
+    root = tmp_path / "index"
+    writer = EmbeddedIndexStore(root)
+    version = writer.create_version("signals", DIM)
+    writer.upsert(version, [_chunk("a.log", "disk pressure on node one", 1, "log")])
+    writer.promote("signals", version)
+    reader = EmbeddedIndexStore(root, read_consistency_seconds=0.5)
+    query = Query(text="kernel panic", k=5, mode="bm25")
+    assert hybrid_search(reader, "signals", query) == []  # opens and caches the table
+
+    script = f"""
+import sys
+sys.path[:0] = {sys.path!r}
+from pathlib import Path
+from opsassist.index.embedded import EmbeddedIndexStore
+from tests.integration.test_index_store import _chunk
+store = EmbeddedIndexStore(Path({str(root)!r}))
+store.upsert({version!r}, [_chunk("b.log", "kernel panic on node two", 2, "log")])
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    deadline = time.monotonic() + 10
+    hits = hybrid_search(reader, "signals", query)
+    while not hits and time.monotonic() < deadline:
+        time.sleep(0.2)
+        hits = hybrid_search(reader, "signals", query)
+    assert [h.source for h in hits] == ["b.log"]

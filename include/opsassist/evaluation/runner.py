@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +28,6 @@ from opsassist.index.base import FusionConfig, IndexStore, Query, SearchMode, hy
 
 MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "vector")
 CHUNK_DEPTH = 50  # chunks fetched per question: enough to fill the top 10 distinct documents
-Embedder = Callable[[str], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,16 +102,15 @@ def document_refs(store: IndexStore, version: str, with_templates: bool) -> list
 
 
 def embed_questions(
-    items: Sequence[EvalItem], model: str, device: str = "cpu", embedder: Embedder | None = None
+    items: Sequence[EvalItem], model: str, device: str = "cpu"
 ) -> dict[str, QueryVector]:
     """One timed embedding per question (the model is loaded before the first timing)."""
-    encode = embedder or (lambda text: embed_query(text, model, device))
     if items:
-        encode(items[0].question)  # warm-up: model load and first-call overhead are not latency
+        embed_query(items[0].question, model, device)  # warm-up: model load is not latency
     vectors: dict[str, QueryVector] = {}
     for item in items:
         start = time.perf_counter()
-        vector = encode(item.question)
+        vector = embed_query(item.question, model, device)
         vectors[item.id] = QueryVector(vector, (time.perf_counter() - start) * 1000)
     return vectors
 
@@ -164,6 +162,8 @@ def summarize(results: Sequence[QuestionResult], prefix: str = "") -> dict[str, 
     """Metrics named ``<mode>.<metric>``, ``<mode>.<language>.<metric>``, ``<mode>.<kind>.<metric>``
     (e.g. ``hybrid.recall_at_5``, ``bm25.en.mrr_at_10``, ``vector.incident.ndcg_at_10``),
     ``<mode>.latency_p50_ms`` / ``_p95_ms`` and question counts (``questions``, ``questions.ru``).
+    (:func:`evaluate_version` adds ``embedding.latency_p50_ms`` / ``_p95_ms``: the part of the
+    vector and hybrid latencies spent embedding the question.)
     """
     metrics: dict[str, float] = {}
     modes = sorted({r.mode for r in results})
@@ -198,4 +198,7 @@ def evaluate_version(
     modes: Sequence[SearchMode] = MODES,
 ) -> EvalReport:
     results = run_questions(store, version, items, vectors, fusion, modes)
-    return EvalReport(evalset, version, tuple(modes), results, summarize(results), total_items)
+    metrics = summarize(results)
+    embed_ms = [vectors[a.item.id].embed_ms for a in items]
+    metrics |= {f"embedding.{name}": v for name, v in latency_scores(embed_ms).items()}
+    return EvalReport(evalset, version, tuple(modes), results, metrics, total_items)

@@ -106,7 +106,7 @@ def ensure_signal_index(
     """The evaluation's signal index version: reused when its documents are unchanged, else a
     new version is embedded, built and promoted under ``OPSASSIST_EVAL_SIGNAL_INDEX``."""
     from opsassist.embedding import model_dimension
-    from opsassist.pipelines.runbooks import embed_chunks, promote
+    from opsassist.pipelines.runbooks import Plan, build_version, embed_chunks, promote
 
     alias = settings.eval_signal_index
     chunks = signal_documents(settings.eval_loghub_path, systems)
@@ -116,11 +116,8 @@ def ensure_signal_index(
         if existing == {c.id for c in chunks}:
             return current
     dimension = model_dimension(settings.embedding_model, settings.embedding_device)
-    version = store.create_version(alias, dimension)
-    report = store.upsert(version, embed_chunks(chunks, settings))
-    if report.failed:
-        raise RuntimeError(f"{len(report.failed)} signal documents failed to index in {version}")
-    store.finalize(version)
+    fresh = Plan(None, [c.id for c in chunks], [], 0, [], [])  # a full build, no base version
+    version = build_version(store, alias, fresh, embed_chunks(chunks, settings), dimension)
     promote(store, alias, version, settings.keep_versions)
     log.info("signal evaluation index built", extra={"version": version, "documents": len(chunks)})
     return version

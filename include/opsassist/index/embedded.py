@@ -90,13 +90,20 @@ def _where(filters: Filters) -> str | None:
 class EmbeddedIndexStore:
     """LanceDB-backed implementation of ``IndexStore``."""
 
-    def __init__(self, root: Path, ann_min_rows: int = 50_000) -> None:
+    def __init__(
+        self, root: Path, ann_min_rows: int = 50_000, *, read_consistency_seconds: float = 1.0
+    ) -> None:
         import lancedb
 
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.ann_min_rows = ann_min_rows
-        self._db = lancedb.connect(str(root / "lancedb"))
+        # Without an interval an open table never sees rows that another process (the signal
+        # DAG) adds later, so a long-lived chat server would answer from a frozen snapshot.
+        self._db = lancedb.connect(
+            str(root / "lancedb"),
+            read_consistency_interval=dt.timedelta(seconds=read_consistency_seconds),
+        )
         self._tables: dict[str, Any] = {}
         self._tables_lock = threading.Lock()
         self._aliases_path = root / "aliases.json"
