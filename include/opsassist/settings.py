@@ -254,6 +254,37 @@ class Settings(BaseSettings):
         default=600, description="Seconds between index finalizations (BM25/ANN rebuild)."
     )
 
+    # --- history reprocessing (Spark jobs in spark_jobs/) ---------------------------------------
+    history_archive_uri: str = Field(
+        default="var/archive",
+        description="Root of the archived signals the Spark history job reads "
+        "(<root>/logs|metrics|events/date=YYYY-MM-DD/...): a local path or any Hadoop URI "
+        "(file://, hdfs://, s3a://).",
+    )
+    history_deadletter_uri: str = Field(
+        default="",
+        description="Where the history job writes rejected records, one folder per date "
+        "(empty: <data dir>/history/deadletter).",
+    )
+    history_index: str = Field(
+        default="",
+        description="Alias the history job writes to (empty: OPSASSIST_SIGNAL_INDEX, where "
+        "reprocessed days replace streamed ones).",
+    )
+    history_slack_days: int = Field(
+        default=1,
+        ge=0,
+        description="Neighbouring date partitions read on each side, so records archived under "
+        "the wrong date and the previous day's context still reach their windows.",
+    )
+    history_spark_master: str = Field(
+        default="local[*]", description="Spark master of the history job when none is given."
+    )
+    history_spark_conn_id: str = Field(
+        default="spark_default",
+        description="Airflow Spark connection of the history DAG's SparkSubmitOperator.",
+    )
+
     @field_validator("signals_spool_path")
     @classmethod
     def _absolute_spool(cls, value: Path) -> Path:
@@ -347,10 +378,83 @@ class Settings(BaseSettings):
         default=30.0, description="Open-breaker cool-down before one trial call (half-open)."
     )
 
+    # --- action agent (tools, pending actions, audit) -------------------------------------------
+    agent_enabled: bool = Field(
+        default=False,
+        description="Chat questions may run read-only tools and propose approved actions.",
+    )
+    agent_planner: Literal["deterministic", "model"] = Field(
+        default="deterministic",
+        description="Who picks tools: rules over the question and runbook commands (small local "
+        "models), or the model through OpenAI tool calls (GPT-OSS-20b in production).",
+    )
+    agent_max_steps: int = Field(default=6, description="Tool calls per question, at most.")
+    agent_tool_output_chars: int = Field(
+        default=1500, description="Characters of one tool result kept (the rest is cut)."
+    )
+    agent_tool_timeout_seconds: float = Field(
+        default=10.0, description="Default timeout of one tool call (a tool may set a lower one)."
+    )
+    agent_namespaces: str = Field(
+        default="payments,default",
+        description="Comma-separated namespaces the tools may read and act in (allow-list).",
+    )
+    agent_resources: str = Field(
+        default="pods,deployments,replicasets,events,nodes",
+        description="Comma-separated Kubernetes resource kinds the tools may touch (allow-list).",
+    )
+    agent_default_namespace: str = Field(
+        default="default", description="Namespace of a workload the question names without one."
+    )
+    agent_action_ttl_seconds: int = Field(
+        default=900, description="A pending action expires (cannot be approved) after this."
+    )
+    agent_default_role: Literal["viewer", "operator", "admin"] = Field(
+        default="viewer",
+        description="Role of an API key listed without one (keys: key[:role[:user]]).",
+    )
+    agent_dag_id: str = Field(default="ops_action", description="DAG that executes actions.")
+    agent_summarize: bool = Field(
+        default=True, description="Ask the model to summarise tool results (skipped if down)."
+    )
+    audit_dsn: SecretStr = Field(
+        default=SecretStr("postgresql://opsassist:opsassist@127.0.0.1:15432/opsassist"),
+        description="PostgreSQL of the pending actions and the append-only audit (secret).",
+    )
+    kube_api_url: str = Field(
+        default="", description="Kubernetes API URL (empty: in-cluster config or kubeconfig)."
+    )
+    kube_ca_file: str = Field(
+        default="", description="CA bundle of the Kubernetes API (empty: in-cluster/kubeconfig)."
+    )
+    kube_read_token: SecretStr = Field(
+        default=SecretStr(""), description="Token of the read-only identity (chat server)."
+    )
+    kube_dryrun_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Token of the dry-run identity (chat server; an admission policy lets it "
+        "send only dryRun=All writes).",
+    )
+    kube_write_token: SecretStr = Field(
+        default=SecretStr(""), description="Token of the write identity (ops_action DAG only)."
+    )
+    airflow_api_url: str = Field(
+        default="http://127.0.0.1:8080", description="Airflow API server (approvals from chat)."
+    )
+    airflow_api_user: str = Field(default="", description="Airflow user that triggers runs.")
+    airflow_api_password: SecretStr = Field(
+        default=SecretStr(""), description="Password of that Airflow user (secret)."
+    )
+
     # --- logging --------------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Root log level.")
     log_format: Literal["json", "text"] = Field(
         default="json", description="json for machines, text for a terminal."
+    )
+    statsd_address: str = Field(
+        default="",
+        description="host:port of the statsd exporter for pipeline metrics (empty: Airflow's "
+        "AIRFLOW__METRICS__STATSD_* settings if metrics are on, else none are sent).",
     )
 
     @field_validator("data_dir", "runbooks_path")

@@ -1,0 +1,322 @@
+"""Reprocess archived logs, metrics and events into the signal index, one day at a time.
+
+    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit spark_jobs/signals_history.py \\
+        --date 2026-01-02 [--end-date 2026-01-31] [--archive s3a://bucket/archive] \\
+        [--kinds logs,metrics,events] [--index signals-history] [--dry-run]
+
+Produces exactly the documents the streaming path (``opsassist.pipelines.signals``) produces for
+the same records: same parsing, windows, template mining and ids, because every step is a
+function of ``opsassist`` mapped over Spark partitions (see ``opsassist.pipelines.history`` for
+the archive layout, which records a day uses, and why templates are mined after an exact merge
+of per-partition counts rather than merged afterwards). Per day:
+
+1. read ``<archive>/<kind>/date=D±slack`` (text, JSON lines, gzip/bzip2 text, Parquet; any
+   Hadoop URI) as (file, bytes) rows;
+2. ``mapInPandas``: parse each record and fold it into per-partition window aggregates; bad
+   records become dead letters (written to ``<dead letters>/date=D``, counted by reason);
+3. ``groupBy(kind, group).applyInPandas``: merge a service's / namespace's / series' partial
+   windows and build the day's documents (templates mined once per window);
+4. ``mapInPandas`` over the distinct embedding texts: one model per Python worker process,
+   encoded in batches of ``OPSASSIST_EMBEDDING_BATCH_SIZE``; joined back to the documents;
+5. on the driver: Great Expectations suite ``signal_documents``, then bulk upsert into the
+   alias's version and deletion of the day's documents the run no longer produces
+   (``opsassist.pipelines.history_index``). Re-running a day changes nothing.
+
+Runs in ``local[*]`` unless ``--master`` is given to spark-submit (or to this script); on a
+cluster, give the executors the same Python environment (``spark.pyspark.python``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+KIND_CHOICES = ("logs", "metrics", "events")
+IGNORED = ("LICENSE", "CITATION", "README", "SOURCE", "_SUCCESS")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="spark-submit spark_jobs/signals_history.py",
+        description="Reprocess archived signals of one day (or a range of days) into the signal "
+        "index: the same documents and ids as the streaming ingest.",
+    )
+    parser.add_argument("--date", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+    parser.add_argument(
+        "--end-date",
+        type=dt.date.fromisoformat,
+        help="last day of a range (inclusive); each day is processed and indexed on its own",
+    )
+    parser.add_argument(
+        "--archive", help="archive root URI (default: OPSASSIST_HISTORY_ARCHIVE_URI)"
+    )
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KIND_CHOICES),
+        help="comma-separated subset of logs,metrics,events (default: all)",
+    )
+    parser.add_argument("--index", help="target alias (default: OPSASSIST_HISTORY_INDEX)")
+    parser.add_argument(
+        "--master",
+        help="Spark master when spark-submit gives none (default: OPSASSIST_HISTORY_SPARK_MASTER)",
+    )
+    parser.add_argument(
+        "--output", help="also write each day's documents as JSON lines under this folder"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="build and validate, but do not write the index"
+    )
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or set(kinds) - set(KIND_CHOICES):
+        parser.error(f"--kinds: choose from {', '.join(KIND_CHOICES)}")
+    args.kinds = kinds
+    args.end_date = args.end_date or args.date
+    if args.end_date < args.date:
+        parser.error("--end-date is before --date")
+    return args
+
+
+# --- Spark plumbing ---
+def session(master: str) -> Any:
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("opsassist-signals-history")
+    from pyspark import SparkConf
+
+    if not SparkConf().contains("spark.master"):  # spark-submit --master wins
+        builder = builder.master(master)
+    spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    parallelism = spark.sparkContext.defaultParallelism
+    spark.conf.set("spark.sql.shuffle.partitions", str(max(2, 2 * parallelism)))
+    spark.conf.set("spark.sql.files.minPartitionNum", str(max(2, 2 * parallelism)))
+    return spark
+
+
+def list_files(spark: Any, folders: Sequence[str]) -> list[str]:
+    """Data files under the folders that exist (any Hadoop file system), hidden ones skipped."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    files: list[str] = []
+    for folder in folders:
+        path = jvm.org.apache.hadoop.fs.Path(folder)
+        fs = path.getFileSystem(conf)
+        if not fs.exists(path):
+            continue
+        listing = fs.listFiles(path, True)
+        while listing.hasNext():
+            name = listing.next().getPath().toString()
+            base = name.rsplit("/", 1)[-1]
+            if base.startswith((".", "_")) or base.startswith(IGNORED) or base.endswith("~"):
+                continue
+            files.append(name)
+    return sorted(files)
+
+
+def read_records(spark: Any, files: Sequence[str]) -> Any:
+    """(origin, payload bytes) rows: one per text line, or per Parquet row (as JSON)."""
+    from pyspark.sql import functions as F
+
+    frames = []
+    text = [f for f in files if not f.endswith(".parquet")]
+    parquet = [f for f in files if f.endswith(".parquet")]
+    if text:
+        lines = spark.read.text(text)
+        frames.append(
+            lines.select(
+                F.col("_metadata.file_path").alias("origin"),
+                F.col("value").cast("binary").alias("payload"),
+            )
+        )
+    if parquet:
+        rows = spark.read.parquet(*parquet)
+        columns = rows.columns
+        raw = [c for c in ("line", "value", "message") if c in columns]
+        value = F.col(raw[0]) if len(columns) == 1 and raw else F.to_json(F.struct("*"))
+        frames.append(
+            rows.select(
+                F.col("_metadata.file_path").alias("origin"), value.cast("binary").alias("payload")
+            )
+        )
+    if not frames:
+        return None
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
+
+
+# --- the functions Spark maps (library calls only) ---
+def partial_aggregates(scope: Any, config: Any, max_bytes: int) -> Any:
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        from opsassist.pipelines.history import Partial, add_record, partial_rows
+
+        partial = Partial()
+        for frame in batches:
+            for origin, payload in zip(frame["origin"], frame["payload"], strict=True):
+                add_record(partial, origin, bytes(payload), scope, config, max_bytes)
+        rows = list(partial_rows(partial))
+        yield pd.DataFrame(rows, columns=["kind", "grp", "start", "agg"])
+
+    return run
+
+
+def window_documents(scope: Any, config: Any) -> Any:
+    def run(frame: Any) -> Any:
+        import pandas as pd
+
+        from opsassist.pipelines.history import DOCUMENT_COLUMNS, document_row, group_documents
+
+        kind, group = str(frame["kind"].iloc[0]), str(frame["grp"].iloc[0])
+        parts = zip(frame["start"].astype(int), frame["agg"], strict=True)
+        docs = group_documents(kind, group, parts, scope, config)
+        return pd.DataFrame([document_row(d) for d in docs], columns=list(DOCUMENT_COLUMNS))
+
+    return run
+
+
+def embed_batches(model: str, batch_size: int, device: str) -> Any:
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        from opsassist.embedding import embed_texts  # the model is cached per worker process
+
+        for frame in batches:
+            texts = [str(t) for t in frame["embed_text"]]
+            for offset in range(0, len(texts), batch_size):
+                part = texts[offset : offset + batch_size]
+                vectors = embed_texts(part, model, batch_size, device)
+                yield pd.DataFrame({"embed_text": part, "vector": [list(v) for v in vectors]})
+
+    return run
+
+
+# --- one day ---
+def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    from opsassist.logs import get_logger
+    from opsassist.pipelines.history import (
+        COUNT,
+        DEADLETTER,
+        DOCUMENT_SCHEMA,
+        PARTIAL_SCHEMA,
+        DayScope,
+        archive_root,
+        chunk_from_row,
+        deadletter_root,
+        partition_dirs,
+    )
+    from opsassist.pipelines.history_index import index_day, target_alias
+    from opsassist.settings import get_settings
+    from opsassist.signals import SignalConfig
+    from opsassist.stores import get_index_store
+
+    log = get_logger("spark_jobs.signals_history")
+    settings = get_settings()
+    config = SignalConfig.from_settings(settings)
+    scope = DayScope.for_day(day, config, settings.history_slack_days)
+    root = (args.archive or archive_root(settings)).rstrip("/")
+    timer = time.perf_counter()
+    folders = [d for kind in args.kinds for d in partition_dirs(root, kind, scope.partitions())]
+    files = list_files(spark, folders)
+    summary: dict[str, Any] = {"day": day.isoformat(), "archive": root, "files": len(files)}
+    records = read_records(spark, files)
+    if records is None:
+        summary |= {"records": {}, "rejected": {}, "documents": 0}
+        partials = None
+    else:
+        max_bytes = settings.signals_max_message_bytes
+        partials = records.mapInPandas(
+            partial_aggregates(scope, config, max_bytes), PARTIAL_SCHEMA
+        ).cache()
+        counts: dict[str, int] = {}
+        for row in partials.filter(F.col("kind") == COUNT).collect():
+            counts[row["grp"]] = counts.get(row["grp"], 0) + int(row["start"])
+        summary["records"] = dict(sorted(counts.items()))
+        letters = partials.filter(F.col("kind") == DEADLETTER)
+        rejected = {r["grp"]: int(r["count"]) for r in letters.groupBy("grp").count().collect()}
+        summary["rejected"] = dict(sorted(rejected.items()))
+        if rejected:
+            target = f"{deadletter_root(settings)}/date={day.isoformat()}"
+            letters.select("agg").coalesce(1).write.mode("overwrite").text(target)
+            summary["deadletter"] = target
+    dead = time.perf_counter()
+    rows: list[Any] = []
+    if partials is not None:
+        windows = partials.filter(F.col("kind").isin("log", "event", "metric"))
+        docs = windows.groupBy("kind", "grp").applyInPandas(
+            window_documents(scope, config), DOCUMENT_SCHEMA
+        )
+        docs = docs.cache()
+        texts = docs.select("embed_text").distinct()
+        texts = texts.repartition(max(1, spark.sparkContext.defaultParallelism))
+        vectors = texts.mapInPandas(
+            embed_batches(
+                settings.embedding_model,
+                settings.embedding_batch_size,
+                settings.embedding_device,
+            ),
+            "embed_text string, vector array<float>",
+        )
+        rows = docs.join(vectors, "embed_text").orderBy("id").collect()
+        partials.unpersist()
+        docs.unpersist()
+    built = time.perf_counter()
+    chunks = [chunk_from_row(row.asDict(), row["vector"]) for row in rows]
+    summary |= {"documents": len(chunks), "build_s": round(built - dead, 3)}
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+        with open(os.path.join(args.output, f"{day.isoformat()}.jsonl"), "w") as handle:
+            for chunk in chunks:
+                record = chunk.to_record()
+                record.pop("vector")
+                handle.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+    used = summary.get("records", {})
+    kinds = sorted(k.split("_")[0] for k, n in used.items() if k.endswith("_used") and n)
+    if args.dry_run:
+        from opsassist.pipelines.history_index import validate_documents
+
+        if chunks:
+            validate_documents(chunks, len(chunks[0].vector or []))
+        summary["indexed"] = "dry run: validated, not indexed"
+    else:
+        store = get_index_store(settings)
+        alias = args.index or target_alias(settings)
+        summary["index"] = index_day(settings, store, chunks, scope, kinds, alias=alias)
+    summary["seconds"] = round(time.perf_counter() - timer, 3)
+    log.info("history day done", extra=summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from opsassist.logs import configure_logging
+    from opsassist.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    spark = session(args.master or settings.history_spark_master)
+    try:
+        day = args.date
+        while day <= args.end_date:
+            summary = process_day(spark, day, args)
+            print(json.dumps(summary, default=str), flush=True)
+            day += dt.timedelta(days=1)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
