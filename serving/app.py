@@ -170,6 +170,16 @@ def _observe_prepared(s: Services, prepared: Prepared) -> None:
         s.metrics.retrieval.observe(prepared.timings["retrieval_ms"] / 1000)
     for kind in prepared.errors:
         s.metrics.errors.labels(kind).inc()
+    best: dict[str, float] = {}
+    for hit in prepared.hits:
+        best[hit.source_type] = max(best.get(hit.source_type, hit.score), hit.score)
+    for source_type, score in best.items():
+        s.metrics.top_score.labels(source_type).observe(score)
+
+
+def _observe_cached(s: Services, request: Request, prepared: Prepared) -> None:
+    if prepared.cache_status == "hit":
+        s.metrics.cached_answer.observe(_elapsed_ms(request) / 1000)
 
 
 def _observe_outcome(s: Services, outcome: Outcome, request: Request) -> None:
@@ -178,6 +188,9 @@ def _observe_outcome(s: Services, outcome: Outcome, request: Request) -> None:
         s.metrics.errors.labels(outcome.degraded).inc()
     elif outcome.generation_s is not None:
         s.metrics.generation.labels(s.client.protocol).observe(outcome.generation_s)
+    if outcome.usage is not None and outcome.usage_from_model:
+        s.metrics.tokens.labels("prompt").inc(outcome.usage.prompt_tokens)
+        s.metrics.tokens.labels("completion").inc(outcome.usage.completion_tokens)
     if outcome.first_token_s is not None:
         s.metrics.ttft.labels("model").observe(outcome.first_token_s)
     for kind in outcome.errors:
@@ -214,6 +227,7 @@ async def _stream(
     if include_usage:
         yield writer.usage(outcome.usage)
     yield DONE
+    _observe_cached(s, request, prepared)
     await asyncio.to_thread(s.pipeline.record_question, prepared)
 
 
@@ -270,6 +284,7 @@ async def chat_completions(
         timings["gen"] = outcome.generation_s * 1000
     timings["total"] = _elapsed_ms(request)
     headers["Server-Timing"] = server_timing(timings)
+    _observe_cached(s, request, prepared)
     return JSONResponse(
         data,
         headers=headers,

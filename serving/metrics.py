@@ -18,6 +18,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# fused scores: RRF tops out near 2 / (rrf_k + 1), weighted fusion at 1.0
+_SCORES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 _SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
 
@@ -75,6 +77,25 @@ class Metrics:
         self.hit_ratio = Gauge(
             "opsassist_answer_cache_hit_ratio",
             "Answer-cache hits / (hits + misses) since start.",
+            registry=r,
+        )
+        self.cached_answer = Histogram(
+            "opsassist_cached_answer_duration_seconds",
+            "Request arrival to a cached answer sent (answer-cache hits only).",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.top_score = Histogram(
+            "opsassist_retrieval_top_score",
+            "Fused score of the best hit per question and source type.",
+            ["source_type"],
+            buckets=_SCORES,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "opsassist_generation_tokens",
+            "Tokens the model reported in its usage (kind: prompt, completion).",
+            ["kind"],
             registry=r,
         )
         self._lookups = {"hit": 0, "miss": 0, "bypass": 0}

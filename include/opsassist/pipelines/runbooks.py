@@ -6,12 +6,14 @@ redoes only its own work and re-running the whole pipeline converges to the same
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from opsassist import telemetry
 from opsassist.cache.base import KnowledgeCache
 from opsassist.chunking import chunk_runbook
 from opsassist.documents import Chunk, Rejected
@@ -248,6 +250,8 @@ def stage_collect(settings: Settings, run_id: str, root: Path) -> dict[str, Any]
     )
     staging.write_json(folder / "quarantine.json", [q.to_json() for q in result.quarantined])
     write_quarantine(settings, result.quarantined, run_id)
+    reasons = collections.Counter(q.reason for q in result.quarantined)
+    telemetry.dead_letters(settings.statsd_address, PIPELINE, reasons)
     return {
         "root": str(root),
         "runbooks": len(result.runbooks),
@@ -292,6 +296,11 @@ def stage_build(settings: Settings, run_id: str, store: IndexStore) -> dict[str,
     embedded = staging.read_chunks(folder / "embedded.parquet")
     dimension = model_dimension(settings.embedding_model, settings.embedding_device)
     version = build_version(store, settings.runbook_index, plan, embedded, dimension)
+    telemetry.document_counts(
+        settings.statsd_address,
+        telemetry.current_dag_id("runbooks_index"),
+        {"embedded": len(embedded), "indexed": len(embedded), "deleted": len(plan.stale)},
+    )
     return {"version": version, "rows": store.count(version)}
 
 
@@ -303,6 +312,7 @@ def stage_validate(
     report = validate_build(store.fetch(version, ids), settings)
     staging.write_json(_run(settings, run_id) / "validation.json", dataclasses.asdict(report))
     if not report.success:
+        telemetry.promotion(settings.statsd_address, settings.runbook_index, promoted=False)
         raise BuildRefusedError(report.summary())
     return {"suite": report.suite, "rows": report.rows, "success": True}
 
@@ -316,6 +326,7 @@ def stage_gate(settings: Settings, run_id: str, store: IndexStore, version: str)
     decision = run_gate(settings, store, version, baseline, run_id)
     staging.write_json(_run(settings, run_id) / "gate.json", decision.to_json())
     if not decision.promote:
+        telemetry.promotion(settings.statsd_address, settings.runbook_index, promoted=False)
         raise BuildRefusedError(f"quality gate refused {version}: {decision.reason}")
     return decision.to_json()
 
@@ -324,6 +335,7 @@ def stage_promote(
     settings: Settings, run_id: str, store: IndexStore, version: str
 ) -> dict[str, Any]:
     previous = promote(store, settings.runbook_index, version, settings.keep_versions)
+    telemetry.promotion(settings.statsd_address, settings.runbook_index, promoted=True)
     return {"version": version, "previous": previous}
 
 

@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from opsassist import telemetry
 from opsassist.documents import Chunk, content_hash
 from opsassist.index.base import Filters, IndexStore
 from opsassist.logs import get_logger
@@ -556,6 +557,19 @@ class SignalIngestor:
         source.commit(end_positions(records))
         report.seconds["commit"] = round(time.perf_counter() - started, 4)
         self._write_report(report)
+        telemetry.signal_batch(
+            self.settings.statsd_address,
+            report.source,
+            report.freshness,
+            report.rejected,
+            {
+                "indexed": report.upserted,
+                "embedded": report.embedded,
+                "deleted": report.deleted + report.expired,
+                "rejected": sum(report.rejected.values()),
+            },
+            telemetry.current_dag_id("signals_ingest"),
+        )
         return report
 
     def _process_locked(
