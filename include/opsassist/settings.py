@@ -456,11 +456,6 @@ class Settings(BaseSettings):
         description="host:port of the statsd exporter for pipeline metrics (empty: Airflow's "
         "AIRFLOW__METRICS__STATSD_* settings if metrics are on, else none are sent).",
     )
-    statsd_address: str = Field(
-        default="",
-        description="host:port of the statsd exporter for pipeline metrics (empty: Airflow's "
-        "AIRFLOW__METRICS__STATSD_* settings if metrics are on, else none are sent).",
-    )
 
     @field_validator("data_dir", "runbooks_path")
     @classmethod
