@@ -16,6 +16,10 @@ SERVICES="${OPSASSIST_TEST_SERVICES:-redis postgres prometheus node-exporter kaf
 # shellcheck disable=SC2086
 scripts/services up $SERVICES
 export OPSASSIST_REQUIRE_SERVICES="${OPSASSIST_REQUIRE_SERVICES:-1}"
+
+step "tools"
+OPSASSIST_STATSD_EXPORTER="${OPSASSIST_STATSD_EXPORTER:-$(scripts/tools.sh statsd_exporter)}"
+export OPSASSIST_STATSD_EXPORTER
 export PATH="$VENV/bin:$PATH"
 
 step "ruff"
