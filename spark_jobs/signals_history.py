@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 KIND_CHOICES = ("logs", "metrics", "events")
+EMBED_TEXTS_PER_PARTITION = 2000
 IGNORED = ("LICENSE", "CITATION", "README", "SOURCE", "_SUCCESS")
 
 
@@ -243,6 +244,7 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         for row in partials.filter(F.col("kind") == COUNT).collect():
             counts[row["grp"]] = counts.get(row["grp"], 0) + int(row["start"])
         summary["records"] = dict(sorted(counts.items()))
+        summary["parse_s"] = round(time.perf_counter() - timer, 3)
         letters = partials.filter(F.col("kind") == DEADLETTER)
         rejected = {r["grp"]: int(r["count"]) for r in letters.groupBy("grp").count().collect()}
         summary["rejected"] = dict(sorted(rejected.items()))
@@ -258,8 +260,12 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
             window_documents(scope, config), DOCUMENT_SCHEMA
         )
         docs = docs.cache()
-        texts = docs.select("embed_text").distinct()
-        texts = texts.repartition(max(1, spark.sparkContext.defaultParallelism))
+        summary["windows_documents"] = docs.count()
+        summary["documents_s"] = round(time.perf_counter() - dead, 3)
+        texts = docs.select("embed_text").distinct().cache()
+        # each partition loads the model once in its worker: few texts, few partitions
+        wanted = -(-texts.count() // EMBED_TEXTS_PER_PARTITION)
+        texts = texts.repartition(max(1, min(spark.sparkContext.defaultParallelism, wanted)))
         vectors = texts.mapInPandas(
             embed_batches(
                 settings.embedding_model,

@@ -284,6 +284,10 @@ class Settings(BaseSettings):
         default="spark_default",
         description="Airflow Spark connection of the history DAG's SparkSubmitOperator.",
     )
+    history_start_date: str = Field(
+        default="2026-01-01",
+        description="First day (YYYY-MM-DD) the daily history DAG catches up from.",
+    )
 
     @field_validator("signals_spool_path")
     @classmethod

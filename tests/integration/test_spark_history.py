@@ -1,0 +1,105 @@
+"""The Spark history job with spark-submit in local mode on two days of loghub archives: its
+documents (ids and text) are exactly the streaming path's for the same records, it dead-letters
+what the streaming path dead-letters, and it writes them to the index."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opsassist.index.embedded import EmbeddedIndexStore
+from opsassist.pipelines import signals as pipeline
+from opsassist.settings import Settings
+from tests.conftest import ROOT, VENV_BIN
+from tests.integration.history_fixtures import TwoDays, build_two_days
+from tests.integration.test_signals_pipeline import fake_embed
+
+JOB = ROOT / "spark_jobs" / "signals_history.py"
+
+
+def spark_env(data_dir: Path, archive: Path, **extra: str) -> dict[str, str]:
+    return os.environ | {
+        "OPSASSIST_DATA_DIR": str(data_dir),
+        "OPSASSIST_HISTORY_ARCHIVE_URI": str(archive),
+        "OPSASSIST_INDEX_BACKEND": "embedded",
+        "PYSPARK_PYTHON": str(VENV_BIN / "python"),
+        "OPSASSIST_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def index_texts(data_dir: Path, alias: str = "signals") -> dict[str, str]:
+    """id -> text of every document the alias's version holds."""
+    store = EmbeddedIndexStore(data_dir / "index")
+    version = store.current_version(alias)
+    assert version is not None
+    ids = sorted(i for group in store.ids_by_source(version).values() for i in group)
+    return {chunk.id: chunk.text for chunk in store.fetch(version, ids)}
+
+
+def day_summaries(stdout: str) -> list[dict[str, Any]]:
+    """The job's per-day summary lines (stdout also carries JSON log lines)."""
+    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [row for row in rows if {"day", "files"} <= set(row) and "message" not in row]
+
+
+def streamed(days: TwoDays, data_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """The streaming path on the spool mirror: documents and dead-letter counts."""
+    settings = Settings(
+        data_dir=data_dir,
+        signals_spool_path=days.spool,
+        signals_batch_max_records=100_000,
+        index_backend="embedded",
+    )
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    source = pipeline.open_source(settings, "spool")
+    ingestor = pipeline.SignalIngestor(settings, store, embed=fake_embed)
+    try:
+        summary = pipeline.summarise("spool", ingestor.drain(source, budget_seconds=600))
+    finally:
+        ingestor.close()
+    return index_texts(data_dir), summary["rejected"]
+
+
+@pytest.mark.slow
+def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    days = build_two_days(tmp_path, today - dt.timedelta(days=2))  # inside the retention
+    stream_docs, stream_rejected = streamed(days, tmp_path / "stream")
+    assert len(stream_docs) > 1000 and stream_rejected == {"binary content": 1, "invalid json": 1}
+
+    data_dir = tmp_path / "spark"
+    first, second = (d.isoformat() for d in days.days)
+    command = [str(VENV_BIN / "spark-submit"), "--master", "local[2]", str(JOB)]
+    command += ["--date", first, "--end-date", second, "--output", str(tmp_path / "out")]
+    result = subprocess.run(
+        command,
+        env=spark_env(data_dir, days.archive),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    summaries = day_summaries(result.stdout)
+    assert [s["day"] for s in summaries] == [first, second]
+    assert summaries[0]["rejected"] == stream_rejected  # dead-lettered by day one's run only
+    assert summaries[1]["rejected"] == {}
+    letters = list((data_dir / "history" / "deadletter" / f"date={first}").glob("part-*"))
+    reasons = [json.loads(line)["reason"] for p in letters for line in p.read_text().splitlines()]
+    assert sorted(reasons) == ["binary content", "invalid json"]
+
+    written: dict[str, str] = {}
+    for day in (first, second):
+        for line in (tmp_path / "out" / f"{day}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            assert row["section"].startswith(day)  # each run writes its own day's windows
+            written[row["id"]] = row["text"]
+    assert written == stream_docs  # same ids, same text: nothing missing, nothing extra
+    assert index_texts(data_dir) == stream_docs  # and that is what the index holds
+    assert sum(s["index"]["upserted"] for s in summaries) == len(stream_docs)

@@ -1,0 +1,103 @@
+"""The history job's library side, in one process: template mining split over partitions equals
+the single-process miner on the loghub samples, and every archived record has one owner."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from opsassist.mining import MinerConfig, grouping_accuracy, mine_two_pass
+from opsassist.mining.windows import TemplateWindow
+from opsassist.pipelines.history import (
+    DEADLETTER,
+    REASON_OUTSIDE,
+    DayScope,
+    Partial,
+    add_record,
+    describe_path,
+    group_documents,
+    partial_rows,
+)
+from opsassist.signals import SignalConfig
+
+LOGHUB = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "loghub"
+SYSTEMS = ("HDFS", "Hadoop", "Spark", "Zookeeper", "OpenSSH", "Linux", "Apache", "OpenStack")
+
+
+def structured(system: str) -> tuple[list[str], list[str]]:
+    path = LOGHUB / system / f"{system}_2k.log_structured.csv"
+    if not path.exists():
+        pytest.skip(f"shared loghub sample missing: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r["Content"] for r in rows], [r["EventId"] for r in rows]
+
+
+@pytest.mark.parametrize("partitions", [2, 7])
+def test_partitioned_mining_equals_single_process_on_loghub(partitions: int) -> None:
+    """Per-partition window aggregates, merged in a shuffled order, then mined once: the same
+    templates, the same grouping of every line and so the same accuracy as ``mine_two_pass``."""
+    config = MinerConfig()
+    for system in SYSTEMS:
+        contents, truth = structured(system)
+        single = mine_two_pass(contents, config)
+        parts = [TemplateWindow(max_sequences=10_000) for _ in range(partitions)]
+        for index, content in enumerate(contents):  # round robin: every partition sees all kinds
+            parts[index % partitions].add(config.tokens(content), index, "", content)
+        merged = TemplateWindow(max_sequences=10_000)
+        for part in reversed(parts):  # merge order must not matter
+            merged.merge(TemplateWindow.from_dict(json.loads(json.dumps(part.to_dict()))))
+        templates, miner = merged.mine(config)
+        assigned = [miner.template_of(config.tokens(c)) for c in contents]
+        assert assigned == single.assignments, system
+        assert {t.template_id: t.count for t in templates} == {
+            tid: t.count for tid, t in single.templates.items()
+        }, system
+        assert grouping_accuracy(truth, assigned) == grouping_accuracy(truth, single.assignments)
+
+
+def test_describe_path_names_kind_service_and_day() -> None:
+    day = dt.date(2026, 1, 2)
+    assert describe_path("file:/a/logs/date=2026-01-02/HDFS/part-1.log") == ("log", "HDFS", day)
+    assert describe_path("s3a://b/x/logs/date=2026-01-02/nginx.log.1") == ("log", "nginx", day)
+    assert describe_path("hdfs://nn/events/date=2026-01-02/k.jsonl")[0::2] == ("event", day)
+    assert describe_path("/tmp/elsewhere/file.log") == ("log", "", None)
+
+
+def test_window_must_divide_a_day() -> None:
+    with pytest.raises(ValueError, match="does not divide a day"):
+        DayScope(dt.date(2026, 1, 2), window_seconds=7 * 60)
+
+
+def test_each_record_has_one_owner_and_bad_ones_are_dead_lettered() -> None:
+    config = SignalConfig()
+    day = dt.date(2026, 1, 2)
+    scope = DayScope.for_day(day, config, slack_days=1)
+    own = "/a/logs/date=2026-01-02/app/app.log"
+    neighbour = "/a/logs/date=2026-01-01/app/app.log"
+    partial = Partial()
+    lines = [
+        (own, b"2026-01-02T10:00:01Z ERROR disk full on /dev/sda1"),  # used
+        (own, b"2026-01-03T00:00:02Z ERROR disk full on /dev/sda1"),  # next day's run uses it
+        (own, b"2025-06-01T00:00:00Z INFO far away"),  # no run would: dead letter
+        (own, b'{"log": "broken'),  # bad: dead letter with the parser's reason
+        (own, b"   "),  # blank: not a record
+        (neighbour, b'{"log": "broken too'),  # the neighbour partition's run dead-letters it
+        (neighbour, b"2026-01-02T00:00:03Z ERROR disk full on /dev/sdb1"),  # misfiled: used
+    ]
+    for origin, payload in lines:
+        add_record(partial, origin, payload, scope, config, 65536)
+    rows = list(partial_rows(partial))
+    letters = [json.loads(agg) for kind, _, _, agg in rows if kind == DEADLETTER]
+    assert sorted(letter["reason"] for letter in letters) == sorted(
+        [REASON_OUTSIDE, "invalid json"]
+    )
+    assert partial.counts == {"log_used": 2, "log_other_days": 1, "log_rejected": 2}
+    docs = group_documents(
+        "log", "app", [(s, a) for k, _, s, a in rows if k == "log"], scope, config
+    )
+    assert len(docs) == 2 and all(d.section.startswith("2026-01-02T") for d in docs)
