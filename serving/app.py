@@ -32,7 +32,9 @@ from opsassist.search import search
 from opsassist.settings import Settings, get_settings
 from opsassist.stores import get_cache, get_index_store
 from opsassist.timeparse import parse_since
-from serving.auth import check_api_key, parse_api_keys
+from serving.agent import agent_chat, build_agent
+from serving.agent import router as agent_router
+from serving.auth import check_api_key, parse_api_keys, parse_principals
 from serving.errors import APIError, error_body, install_error_handlers
 from serving.metrics import Metrics
 from serving.middleware import RequestContextMiddleware
@@ -41,7 +43,13 @@ from serving.schemas import ChatCompletionIn, SearchIn
 
 log = get_logger("serving")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_EXPOSED = ["X-Request-ID", "X-OpsAssist-Cache", "X-OpsAssist-Degraded", "Server-Timing"]
+_EXPOSED = [
+    "X-Request-ID",
+    "X-OpsAssist-Cache",
+    "X-OpsAssist-Degraded",
+    "X-OpsAssist-Agent",
+    "Server-Timing",
+]
 
 
 @dataclasses.dataclass(slots=True)
@@ -244,6 +252,9 @@ async def chat_completions(
             code="model_not_found",
         )
     chat = _chat_request(body)
+    answered = await agent_chat(request, s.settings.chat_model_id, chat, body.stream)
+    if answered is not None:  # the action agent (tools, pending actions, approvals)
+        return answered
     try:
         prepared = await asyncio.to_thread(s.pipeline.prepare, chat)
     except InvalidChatRequest as exc:
@@ -356,6 +367,7 @@ def create_app(
         pipeline = ChatPipeline(settings, index_store, knowledge, model, embed)
         metrics.track_circuit(lambda: model.breaker_state.gauge_value)
         app.state.services = Services(settings, index_store, knowledge, model, pipeline, metrics)
+        app.state.agent = build_agent(settings, index_store) if settings.agent_enabled else None
         limit_torch_threads(settings.chat_torch_threads)
         # prepare() runs in worker threads: enough of them that concurrent questions reach the
         # batching embedder together instead of queueing for a thread (the default is cores + 4).
@@ -390,9 +402,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.api_keys = parse_api_keys(settings)
+    app.state.principals = parse_principals(settings)
     install_error_handlers(app)
     app.include_router(ops)
     app.include_router(v1)
+    app.include_router(agent_router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     app.add_middleware(

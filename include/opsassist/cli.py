@@ -239,6 +239,42 @@ def versions_command(
         raise _fail(exc) from exc
 
 
+@app.command("audit")
+def audit_command(
+    action: Annotated[str | None, typer.Option(help="Only this action id (act-...).")] = None,
+    correlation_id: Annotated[str | None, typer.Option(help="Only this correlation id.")] = None,
+    limit: Annotated[int, typer.Option(help="Most recent rows shown.")] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
+) -> None:
+    """List the action agent's audit trail (append-only table in PostgreSQL), oldest first."""
+    settings = _setup()
+    try:
+        from opsassist.agent.store import AgentStore
+
+        store = AgentStore(settings.audit_dsn.get_secret_value())
+        rows = store.audit_rows(action_id=action, correlation_id=correlation_id, limit=limit)
+    except Exception as exc:
+        raise _fail(exc) from exc
+    if json_output:
+        for row in rows:
+            print(json.dumps(row, default=str, sort_keys=True))
+        return
+    table = Table("id", "at", "actor", "role", "event", "tool", "ok", "action", "correlation")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["at"].strftime("%Y-%m-%d %H:%M:%S"),
+            row["actor"],
+            row["role"],
+            row["event"],
+            row["tool"],
+            "yes" if row["ok"] else "NO",
+            row["action_id"] or "",
+            row["correlation_id"],
+        )
+    Console().print(table)
+
+
 @app.command("demo")
 def demo_command() -> None:
     """Index the shipped runbooks on the embedded defaults and answer a few on-call questions."""

@@ -30,6 +30,8 @@ PORTS = {
     "node-exporter": ("OPSASSIST_NODE_EXPORTER_PORT", 19100),
     "kafka": ("OPSASSIST_KAFKA_PORT", 19092),
     "opensearch": ("OPSASSIST_OPENSEARCH_PORT", 19200),
+    "etcd": ("OPSASSIST_ETCD_PORT", 12379),
+    "kube-apiserver": ("OPSASSIST_KUBE_APISERVER_PORT", 16443),
 }
 
 
