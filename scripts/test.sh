@@ -12,7 +12,7 @@ step "virtual environment"
 bash scripts/setup-venv.sh
 
 step "services"
-SERVICES="${OPSASSIST_TEST_SERVICES:-redis postgres prometheus node-exporter kafka opensearch}"
+SERVICES="${OPSASSIST_TEST_SERVICES:-redis postgres prometheus node-exporter kafka opensearch etcd kube-apiserver}"
 # shellcheck disable=SC2086
 scripts/services up $SERVICES
 export OPSASSIST_REQUIRE_SERVICES="${OPSASSIST_REQUIRE_SERVICES:-1}"
