@@ -272,7 +272,7 @@ def audit_command(
             row["action_id"] or "",
             row["correlation_id"],
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @app.command("demo")

@@ -7,7 +7,9 @@ etcd_home() { echo "$VAR/etcd"; }
 etcd_need() { echo "etcd:etcd-server curl:curl"; }
 etcd_prepare() { mkdir -p "$VAR/etcd/data" && chmod 700 "$VAR/etcd/data"; }
 etcd_start() {
-    local client="http://127.0.0.1:$(etcd_port)" peer="http://127.0.0.1:$(etcd_peer_port)"
+    local client peer
+    client="http://127.0.0.1:$(etcd_port)"
+    peer="http://127.0.0.1:$(etcd_peer_port)"
     launch etcd "$VAR/etcd" etcd --name opsassist --data-dir "$VAR/etcd/data" \
         --listen-client-urls "$client" --advertise-client-urls "$client" \
         --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \

@@ -10,7 +10,7 @@
 # The three service-account identities get nothing until RBAC manifests are applied (the tests
 # apply deploy/k8s/base/rbac/*.yaml). The ServiceAccount admission plugin is off: without a
 # controller manager no "default" service account is ever created.
-# shellcheck shell=bash
+# shellcheck shell=bash source-path=SCRIPTDIR
 # shellcheck source=kube_build.sh
 source "$SVC_D/kube_build.sh"
 kube_apiserver_port() { echo "${OPSASSIST_KUBE_APISERVER_PORT:-16443}"; }

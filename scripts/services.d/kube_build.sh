@@ -27,9 +27,9 @@ kube_build() {
     fi
     src="$home/src"
     mkdir -p "$src" "$home/bin" "$home/go/mod" "$home/go/cache"
-    export GOMODCACHE="$home/go/mod" GOCACHE="$home/go/cache" GOFLAGS="-trimpath -mod=mod" \
-        CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
-    {
+    (
+        export GOMODCACHE="$home/go/mod" GOCACHE="$home/go/cache" GOFLAGS="-trimpath -mod=mod" \
+            CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
         echo "=== $(date -Is) building kube-apiserver $KUBE_VERSION with $("$KUBE_GO" version)"
         local kmod staging_ver="v0.${KUBE_VERSION#v1.}"
         kmod="$(cd "$src" && "$KUBE_GO" mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
@@ -54,7 +54,7 @@ kube_build() {
             -X k8s.io/component-base/version.gitMajor=1 \
             -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2)" \
             -o "$bin.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-    } >> "$log" 2>&1 || {
+    ) >> "$log" 2>&1 || {
         err "FAILED kube-apiserver install: go build failed; log: $log"
         log_tail "$log"
         return 1

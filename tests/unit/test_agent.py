@@ -148,3 +148,53 @@ def test_agent_eval_set_has_30_scenarios_and_the_rules_pass_it() -> None:
     assert {"injected-runbook", "kube-system-refused", "restart-runbook"} <= outcomes
     failed = [(v.id, v.reason) for v in verdicts if not v.passed]
     assert len(failed) <= len(verdicts) * 0.1, failed
+
+
+def test_model_tool_calls_are_read_from_openai_tool_calls_or_json_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opsassist.agent import model
+
+    sent: list[dict[str, object]] = []
+    answers = [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {
+                        "name": "k8s_get",
+                        "arguments": '{"kind": "pods", "namespace": "payments"}',
+                    },
+                }
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": 'Sure. {"tool": "k8s_events", "arguments": {"namespace": "payments"}}',
+        },
+        {"role": "assistant", "content": "All pods are fine."},
+    ]
+
+    def fake_post(
+        settings: Settings, payload: dict[str, object], timeout: float
+    ) -> dict[str, object]:
+        sent.append(payload)
+        return {"choices": [{"message": answers[len(sent) - 1]}]}
+
+    monkeypatch.setattr(model, "_post", fake_post)
+    settings = Settings()
+    tools = build_registry(settings, None, None).specs()
+    messages = [{"role": "system", "content": model.SYSTEM}, {"role": "user", "content": "q"}]
+    calls, _, _ = model.choose(settings, messages, tools)
+    assert [(c.tool, c.arguments, c.origin) for c in calls] == [
+        ("k8s_get", {"kind": "pods", "namespace": "payments"}, "model")
+    ]
+    assert sent[0]["tools"] == tools and sent[0]["tool_choice"] == "auto"
+    assert "- rollout_restart(namespace, name)" in str(sent[0]["messages"][0]["content"])  # type: ignore[index]
+    calls, _, _ = model.choose(settings, messages, tools)
+    assert [(c.tool, c.arguments) for c in calls] == [("k8s_events", {"namespace": "payments"})]
+    calls, text, _ = model.choose(settings, messages, tools)
+    assert calls == [] and text == "All pods are fine."
