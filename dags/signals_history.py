@@ -1,6 +1,8 @@
 """Signal history: reprocess one day of archived logs, metrics and events with Spark.
 
-One run = one ``data_interval`` (a UTC day): ``SparkSubmitOperator`` runs
+One run = one ``data_interval`` (a UTC day ``[D, D+1)``; a scheduled or backfill run's logical
+date is ``D``, a manual run's interval is the day that ends at its logical date):
+``SparkSubmitOperator`` runs
 ``spark_jobs/signals_history.py --date <interval start> --end-date <interval end - 1 day>``, which
 rebuilds the streaming path's documents for that day from ``OPSASSIST_HISTORY_ARCHIVE_URI``,
 validates them (Great Expectations) and replaces the day's documents in the signal index (or
@@ -25,12 +27,17 @@ from pathlib import Path
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import dag
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opsassist.settings import PROJECT_ROOT, get_settings
 
 JOB = PROJECT_ROOT / "spark_jobs" / "signals_history.py"
 FIRST_DAY = "{{ data_interval_start.strftime('%Y-%m-%d') }}"
-LAST_DAY = "{{ (data_interval_end - macros.timedelta(seconds=1)).strftime('%Y-%m-%d') }}"
+# the interval's last day (a zero-length interval, e.g. from a cron *trigger*: its first day)
+LAST_DAY = (
+    "{{ (data_interval_end - macros.timedelta(seconds=1) if data_interval_end > "
+    "data_interval_start else data_interval_start).strftime('%Y-%m-%d') }}"
+)
 
 
 def _spark_submit() -> str:
@@ -44,7 +51,8 @@ settings = get_settings()
 
 @dag(
     dag_id="signals_history",
-    schedule="@daily",
+    # data intervals [D, D+1) (a bare "@daily" is a cron trigger in Airflow 3: no interval)
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.parse(settings.history_start_date, tz="UTC"),
     catchup=True,
     max_active_runs=1,

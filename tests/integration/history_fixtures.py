@@ -41,8 +41,9 @@ def _write(files: dict[Path, list[bytes]], path: Path, line: bytes) -> None:
     files.setdefault(path, []).append(line)
 
 
-def build_two_days(root: Path, first: dt.date) -> TwoDays:
-    """Write ``root/archive`` and ``root/spool`` (see the module docstring)."""
+def build_two_days(root: Path, first: dt.date, per_day: int = 1000) -> TwoDays:
+    """Write ``root/archive`` and ``root/spool`` (see the module docstring); ``per_day``: lines
+    of each system per day (at most 1,000)."""
     second = first + dt.timedelta(days=1)
     midnight = dt.datetime.combine(second, dt.time(), tzinfo=dt.UTC)
     archive, spool = root / "archive", root / "spool"
@@ -50,12 +51,15 @@ def build_two_days(root: Path, first: dt.date) -> TwoDays:
     lines = 0
     for system in SYSTEMS:
         raw = (LOGHUB / system / f"{system}_2k.log").read_text(encoding="utf-8").splitlines()
+        step = 7200 / per_day  # two hours each side of midnight
         for index, line in enumerate(raw):
+            if index % 1000 >= per_day:
+                continue
             if index < 1000:
-                when = midnight - dt.timedelta(hours=2) + dt.timedelta(seconds=7.2 * index)
+                when = midnight - dt.timedelta(hours=2) + dt.timedelta(seconds=step * index)
                 day = first
             else:
-                when = midnight + dt.timedelta(seconds=7.2 * (index - 1000))
+                when = midnight + dt.timedelta(seconds=step * (index - 1000))
                 day = first if index < 1000 + MISPLACED else second
             text = retime_line(line, when)
             _write(
