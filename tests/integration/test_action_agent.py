@@ -774,3 +774,44 @@ def test_approval_in_the_airflow_ui_runs_the_action(
         "report",
     ]
     assert rows[2]["actor"] == "admin" and rows[2]["role"] == "airflow"
+
+
+def test_chat_approval_triggers_the_dag_through_the_airflow_rest_api(
+    app_client: Any,
+    cluster: Any,
+    agent_env: dict[str, str],
+    airflow_api: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``approve <id>`` creates the ops_action run through the real API server (token from
+    /auth/token, POST dagRuns with the action id); the run is then executed by dag.test() (no
+    scheduler here) and scales the deployment."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from opsassist.agent.airflow_api import trigger_dag
+    from opsassist.settings import Settings
+
+    airflow = Settings(
+        airflow_api_url=airflow_api, airflow_api_user="admin", airflow_api_password="agent-test-pw"
+    )
+    agent = app_client.app.state.agent
+    monkeypatch.setattr(agent, "trigger", lambda conf: trigger_dag(airflow, conf))
+    _, ext = chat(app_client, "viewer", "scale payments to 1 in namespace payments")
+    [action] = ext["agent"]["actions"]
+    text, ext = chat(app_client, "operator", f"approve {action['id']}")
+    [approved] = ext["agent"]["actions"]
+    assert approved["status"] == "approved"
+    from opsassist.agent.store import AgentStore
+
+    stored = AgentStore(agent_env["OPSASSIST_AUDIT_DSN"]).get_action(action["id"])
+    assert stored is not None and stored.dag_run_id and stored.dag_run_id in text
+    with httpx.Client(base_url=airflow_api, timeout=10) as api:
+        login = api.post("/auth/token", json={"username": "admin", "password": "agent-test-pw"})
+        api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        run = api.get(f"/api/v2/dags/ops_action/dagRuns/{stored.dag_run_id}").json()
+    assert run["conf"] == {"action_id": action["id"]} and run["state"] == "queued"
+
+    dag = DagBag(str(ROOT / "dags" / "ops_action.py")).get_dag("ops_action")
+    executed = dag.test(run_conf=run["conf"])
+    assert executed.state == "success"
+    assert deployment(cluster).spec.replicas == 1
