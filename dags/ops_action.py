@@ -15,8 +15,9 @@ from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
+
+from opsassist.agent.hitl import AuditedApprovalOperator
 
 DEFAULT_ARGS = {"owner": "sre-platform", "retries": 0, "retry_delay": timedelta(seconds=10)}
 
@@ -47,7 +48,7 @@ def ops_action() -> None:
         ti.xcom_push(key="summary", value=checked["summary"])
         return "chat_approved" if checked["path"] == "execute" else "approval"
 
-    approval = ApprovalOperator(
+    approval = AuditedApprovalOperator(
         task_id="approval",
         subject="Approve action {{ params.action_id }}?",
         body="{{ ti.xcom_pull(task_ids='validate', key='summary') }}",
@@ -60,7 +61,7 @@ def ops_action() -> None:
         from opsassist.pipelines.context import task_scope
 
         with task_scope() as (settings, run_id):
-            hitl = ti.xcom_pull(task_ids="approval")
+            hitl = ti.xcom_pull(task_ids="approval", key="decision")
             record_airflow_approval(settings, _action_id(params), run_id, hitl)
 
     @task(trigger_rule="none_failed_min_one_success")
@@ -91,7 +92,7 @@ def ops_action() -> None:
                 run_id,
                 ti.xcom_pull(task_ids="execute"),
                 ti.xcom_pull(task_ids="verify"),
-                ti.xcom_pull(task_ids="approval"),
+                ti.xcom_pull(task_ids="approval", key="decision"),
             )
 
     checked = validate()

@@ -705,24 +705,14 @@ def airflow_api(airflow_home: Path, settings_env: dict[str, str]) -> Iterator[st
         log.close()
 
 
-def test_approval_in_the_airflow_ui_runs_the_action(
-    app_client: Any, cluster: Any, agent_env: dict[str, str], airflow_api: str
-) -> None:
-    """Triggered without a chat approval, the DAG waits in its ApprovalOperator task; Approve
-    sent to Airflow's REST API (what the Required Actions page does) lets it execute."""
+def answer_in_airflow(airflow_api: str, action_id: str, choice: str) -> str:
+    """Run ops_action for the action (dag.test() in a subprocess), wait for its approval task to
+    ask, answer ``choice`` through the REST API like the Required Actions page; the output."""
     import time
     from urllib.parse import quote
 
-    _, ext = chat(app_client, "viewer", "scale payments to 3 in namespace payments")
-    [action] = ext["agent"]["actions"]
     runner = subprocess.Popen(
-        [
-            str(VENV_BIN / "python"),
-            "-c",
-            RUN_DAG,
-            str(ROOT / "dags" / "ops_action.py"),
-            action["id"],
-        ],
+        [str(VENV_BIN / "python"), "-c", RUN_DAG, str(ROOT / "dags" / "ops_action.py"), action_id],
         env=os.environ.copy(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -743,20 +733,31 @@ def test_approval_in_the_airflow_ui_runs_the_action(
                 ).json()
                 for item in listed.get("hitl_details", []):
                     ti = item.get("task_instance", item)
-                    if ti.get("dag_id") == "ops_action" and action["id"] in item.get("subject", ""):
+                    if ti.get("dag_id") == "ops_action" and action_id in item.get("subject", ""):
                         pending = ti
                 assert time.monotonic() < deadline, listed
                 time.sleep(1)
             run_id = quote(pending["dag_run_id"], safe="")
             answered = api.patch(
                 f"/api/v2/dags/ops_action/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails",
-                json={"chosen_options": ["Approve"], "params_input": {}},
+                json={"chosen_options": [choice], "params_input": {}},
             )
             assert answered.status_code == 200, answered.text
         output, _ = runner.communicate(timeout=300)
     finally:
         if runner.poll() is None:
             runner.kill()
+    return output
+
+
+def test_approval_in_the_airflow_ui_runs_the_action(
+    app_client: Any, cluster: Any, agent_env: dict[str, str], airflow_api: str
+) -> None:
+    """Triggered without a chat approval, the DAG waits in its ApprovalOperator task; Approve
+    sent to Airflow's REST API (what the Required Actions page does) lets it execute."""
+    _, ext = chat(app_client, "viewer", "scale payments to 3 in namespace payments")
+    [action] = ext["agent"]["actions"]
+    output = answer_in_airflow(airflow_api, action["id"], "Approve")
     assert "STATE=success" in output, output[-3000:]
     assert deployment(cluster).spec.replicas == 3
     from opsassist.agent.store import AgentStore
@@ -815,3 +816,22 @@ def test_chat_approval_triggers_the_dag_through_the_airflow_rest_api(
     executed = dag.test(run_conf=run["conf"])
     assert executed.state == "success"
     assert deployment(cluster).spec.replicas == 1
+
+
+def test_reject_in_the_airflow_ui_changes_nothing(
+    app_client: Any, cluster: Any, agent_env: dict[str, str], airflow_api: str
+) -> None:
+    before = deployment(cluster)
+    _, ext = chat(app_client, "operator", "scale payments to 5 in namespace payments")
+    [action] = ext["agent"]["actions"]
+    output = answer_in_airflow(airflow_api, action["id"], "Reject")
+    assert "STATE=success" in output, output[-3000:]  # a rejection is a decision, not a failure
+    after = deployment(cluster)
+    assert after.spec.replicas == before.spec.replicas
+    assert after.metadata.generation == before.metadata.generation
+    from opsassist.agent.store import AgentStore
+
+    final = AgentStore(agent_env["OPSASSIST_AUDIT_DSN"]).get_action(action["id"])
+    assert final is not None and final.status == "rejected" and final.approved_by == "admin"
+    events = [r["event"] for r in audit(agent_env["OPSASSIST_AUDIT_DSN"], action_id=action["id"])]
+    assert events == ["proposal", "revalidation", "rejection", "report"]

@@ -253,7 +253,8 @@ def report(
     UI (the approval task skips what follows) is recorded here. Raises (failing the run) unless
     this run executed and verified the change."""
     store = open_store(settings)
-    if hitl and list(hitl.get("chosen_options") or []) != ["Approve"]:
+    rejected = bool(hitl) and list((hitl or {}).get("chosen_options") or []) != ["Approve"]
+    if hitl and rejected:
         user = hitl.get("responded_by_user") or {}
         who = str(user.get("name") or user.get("id")) if isinstance(user, dict) else str(user)
         if store.transition(
@@ -281,6 +282,6 @@ def report(
         result={"status": status, **result},
         action_id=action_id,
     )
-    if not ok:  # the run fails when this run did not change and verify the action
+    if not ok and not rejected:  # fails unless this run changed and verified (or was rejected)
         raise ActionRefused(f"{action_id} was not executed and verified by this run ({status})")
     return {"action_id": action_id, "status": status}
