@@ -217,7 +217,12 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         deadletter_root,
         partition_dirs,
     )
-    from opsassist.pipelines.history_index import index_day, target_alias
+    from opsassist.pipelines.history_index import (
+        cached_vectors,
+        index_day,
+        remember_vectors,
+        target_alias,
+    )
     from opsassist.settings import get_settings
     from opsassist.signals import SignalConfig
     from opsassist.stores import get_index_store
@@ -253,7 +258,9 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
             letters.select("agg").coalesce(1).write.mode("overwrite").text(target)
             summary["deadletter"] = target
     dead = time.perf_counter()
-    rows: list[Any] = []
+    rows: list[dict[str, Any]] = []
+    vectors: dict[str, list[float]] = {}
+    parallelism = spark.sparkContext.defaultParallelism
     if partials is not None:
         windows = partials.filter(F.col("kind").isin("log", "event", "metric"))
         docs = windows.groupBy("kind", "grp").applyInPandas(
@@ -262,23 +269,39 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         docs = docs.cache()
         summary["windows_documents"] = docs.count()
         summary["documents_s"] = round(time.perf_counter() - dead, 3)
-        texts = docs.select("embed_text").distinct().cache()
-        # each partition loads the model once in its worker: few texts, few partitions
-        wanted = -(-texts.count() // EMBED_TEXTS_PER_PARTITION)
-        texts = texts.repartition(max(1, min(spark.sparkContext.defaultParallelism, wanted)))
-        vectors = texts.mapInPandas(
-            embed_batches(
-                settings.embedding_model,
-                settings.embedding_batch_size,
-                settings.embedding_device,
-            ),
-            "embed_text string, vector array<float>",
-        )
-        rows = docs.join(vectors, "embed_text").orderBy("id").collect()
+        texts = sorted(r["embed_text"] for r in docs.select("embed_text").distinct().collect())
+        known = cached_vectors(settings, texts)
+        missing = [t for t in texts if t not in known]
+        fresh: dict[str, list[float]] = {}
+        if missing:
+            # each partition loads the model once in its Python worker: few texts, few partitions
+            slices = max(1, min(parallelism, -(-len(missing) // EMBED_TEXTS_PER_PARTITION)))
+            frame = spark.createDataFrame([(t,) for t in missing], "embed_text string")
+            embedded = frame.repartition(slices).mapInPandas(
+                embed_batches(
+                    settings.embedding_model,
+                    settings.embedding_batch_size,
+                    settings.embedding_device,
+                ),
+                "embed_text string, vector array<float>",
+            )
+            table = embedded.toArrow()
+            fresh = dict(
+                zip(
+                    table.column("embed_text").to_pylist(),
+                    table.column("vector").to_pylist(),
+                    strict=True,
+                )
+            )
+            remember_vectors(settings, fresh)
+        summary |= {"embedded_texts": len(missing), "cached_texts": len(known)}
+        summary["embed_s"] = round(time.perf_counter() - dead - summary["documents_s"], 3)
+        rows = docs.orderBy("id").toArrow().to_pylist()  # columnar collect
         partials.unpersist()
         docs.unpersist()
+        vectors = known | fresh
     built = time.perf_counter()
-    chunks = [chunk_from_row(row.asDict(), row["vector"]) for row in rows]
+    chunks = [chunk_from_row(row, vectors[row["embed_text"]]) for row in rows]
     summary |= {"documents": len(chunks), "build_s": round(built - dead, 3)}
     if args.output:
         os.makedirs(args.output, exist_ok=True)

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from opsassist.documents import Chunk
+from opsassist.documents import Chunk, content_hash
 from opsassist.index.base import Filters, IndexStore
 from opsassist.logs import get_logger
 from opsassist.pipelines.history import DayScope
@@ -171,3 +171,35 @@ def _dimension_of(store: IndexStore, version: str) -> int | None:
         for chunk in store.fetch(version, sorted(ids)[:1]):
             return len(chunk.vector or []) or None
     return None
+
+
+# --- vectors: shared with the streaming ingest's cache -----------------------------------------
+def _vector_key(settings: Settings, text: str) -> str:
+    """The streaming ingest's cache key of an embedding text (model + text)."""
+    return content_hash(settings.embedding_model + "\x1f" + text)
+
+
+def cached_vectors(settings: Settings, texts: Sequence[str]) -> dict[str, list[float]]:
+    """Vectors already embedded for these texts (by the streaming ingest or an earlier run)."""
+    from opsassist.pipelines.signals import SignalState, signals_dir
+
+    keys = {_vector_key(settings, text): text for text in texts}
+    state = SignalState(signals_dir(settings) / "state.sqlite")
+    try:
+        found = state.vectors(list(keys))
+    finally:
+        state.close()
+    return {keys[key]: vector for key, vector in found.items()}
+
+
+def remember_vectors(settings: Settings, vectors: Mapping[str, Sequence[float]]) -> None:
+    """Add new vectors to the shared cache (the streaming ingest reuses them, and vice versa)."""
+    from opsassist.pipelines.signals import SignalState, signals_dir
+
+    if not vectors:
+        return
+    state = SignalState(signals_dir(settings) / "state.sqlite")
+    try:
+        state.put_vectors({_vector_key(settings, t): v for t, v in vectors.items()})
+    finally:
+        state.close()
