@@ -121,6 +121,14 @@ def list_files(spark: Any, folders: Sequence[str]) -> list[str]:
     return sorted(files)
 
 
+def remove(spark: Any, folder: str) -> None:
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(folder)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if fs.exists(path):
+        fs.delete(path, True)
+
+
 def read_records(spark: Any, files: Sequence[str]) -> Any:
     """(origin, payload bytes) rows: one per text line, or per Parquet row (as JSON)."""
     from pyspark.sql import functions as F
@@ -253,10 +261,12 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         letters = partials.filter(F.col("kind") == DEADLETTER)
         rejected = {r["grp"]: int(r["count"]) for r in letters.groupBy("grp").count().collect()}
         summary["rejected"] = dict(sorted(rejected.items()))
-        if rejected:
-            target = f"{deadletter_root(settings)}/date={day.isoformat()}"
+        target = f"{deadletter_root(settings)}/date={day.isoformat()}"
+        if rejected:  # one folder per day, replaced on a re-run
             letters.select("agg").coalesce(1).write.mode("overwrite").text(target)
             summary["deadletter"] = target
+        else:
+            remove(spark, target)  # what an earlier run of the day rejected is no longer bad
     dead = time.perf_counter()
     rows: list[dict[str, Any]] = []
     vectors: dict[str, list[float]] = {}
