@@ -148,13 +148,20 @@ def test_signals_dag_ingests_kafka_spool_and_prometheus(
     store = EmbeddedIndexStore(data_dir / "index")
     version = store.current_version("signals")
     assert version is not None
-    before = {i for ids in store.ids_by_source(version).values() for i in ids}
+
+    def replayable_ids() -> set[str]:
+        # the Prometheus series is re-queried on every run and its window moves with the clock,
+        # so only the Kafka and spool documents must stay exactly as they were
+        by_source = store.ids_by_source(version)
+        return {i for source, ids in by_source.items() if source != "checkout_errors" for i in ids}
+
+    before = replayable_ids()
     reset_offsets(bootstrap, group, [logs_topic])
     lines = len(reports.read_text().splitlines())
     second = dag.test()
     assert second.state == "success"
     replay = totals(reports, "kafka", since_line=lines)
     assert replay["replayed"] == good + sum(bad.values()) and replay["upserted"] == 0
-    after = {i for ids in store.ids_by_source(version).values() for i in ids}
+    after = replayable_ids()
     assert after == before
     get_settings.cache_clear()
