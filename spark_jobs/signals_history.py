@@ -144,8 +144,13 @@ def read_records(spark: Any, files: Sequence[str]) -> Any:
                 F.col("value").cast("binary").alias("payload"),
             )
         )
-    if parquet:
-        rows = spark.read.parquet(*parquet)
+    from opsassist.pipelines.history import describe_path
+
+    by_kind: dict[str, list[str]] = {}
+    for name in parquet:  # one read per kind: logs and events have different columns
+        by_kind.setdefault(describe_path(name)[0], []).append(name)
+    for names in by_kind.values():
+        rows = spark.read.parquet(*names)
         columns = rows.columns
         raw = [c for c in ("line", "value", "message") if c in columns]
         value = F.col(raw[0]) if len(columns) == 1 and raw else F.to_json(F.struct("*"))
