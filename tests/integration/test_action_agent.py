@@ -281,8 +281,33 @@ def cluster() -> Iterator[Any]:
             "lastTimestamp": now,
         },
     )
+    wait_for_dryrun_policy()
     yield admin
     kubelet.close()
+
+
+def wait_for_dryrun_policy(timeout: float = 60.0) -> None:
+    """A new ValidatingAdmissionPolicy is enforced only once the API server has loaded and
+    compiled it (seconds after creation on a fresh server). Until then the dry-run identity's
+    real writes would pass, so wait until one is denied: the probe scales payments to the
+    replicas it already has, which changes nothing if it does get through."""
+    import time
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    dryrun = client.AppsV1Api(kube_api("dryrun"))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dryrun.patch_namespaced_deployment_scale("payments", NS, {"spec": {"replicas": 2}})
+        except ApiException as exc:
+            if exc.status in (403, 422) and "dry-run" in str(exc.body):
+                return
+            raise
+        if time.monotonic() > deadline:
+            raise AssertionError("the dry-run admission policy is not enforced after 60 s")
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

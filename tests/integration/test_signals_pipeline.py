@@ -455,6 +455,7 @@ def kafka_topics(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("OPSASSIST_SIGNALS_EVENT_TOPICS", topics["events"])
     monkeypatch.setenv("OPSASSIST_SIGNALS_METRIC_TOPICS", topics["metrics"])
     monkeypatch.setenv("OPSASSIST_SIGNALS_KAFKA_GROUP", topics["group"])
+    monkeypatch.setenv("OPSASSIST_SIGNALS_KAFKA_BOOTSTRAP", kafka_bootstrap())
     return topics
 
 
