@@ -14,8 +14,9 @@ of per-partition counts rather than merged afterwards). Per day:
    Hadoop URI) as (file, bytes) rows;
 2. ``mapInPandas``: parse each record and fold it into per-partition window aggregates; bad
    records become dead letters (written to ``<dead letters>/date=D``, counted by reason);
-3. ``groupBy(kind, group).applyInPandas``: merge a service's / namespace's / series' partial
-   windows and build the day's documents (templates mined once per window);
+3. ``groupBy(kind, group, block).applyInPandas``: merge a service's / namespace's / series'
+   partial windows and build the day's documents (templates mined once per window), a block of
+   about an hour per task for logs and events so one busy service does not make one long task;
 4. ``mapInPandas`` over the distinct embedding texts: one model per Python worker process,
    encoded in batches of ``OPSASSIST_EMBEDDING_BATCH_SIZE``; joined back to the documents;
 5. on the driver: Great Expectations suite ``signal_documents``, then bulk upsert into the
@@ -38,7 +39,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 KIND_CHOICES = ("logs", "metrics", "events")
-EMBED_TEXTS_PER_PARTITION = 2000
+# Each embedding partition loads the model in its Python worker (~5 s of CPU); a long text costs
+# ~25 ms on one core (Spark gives a Python worker one thread), so a few hundred texts already
+# pay for a second worker.
+EMBED_TEXTS_PER_PARTITION = 256
 IGNORED = ("LICENSE", "CITATION", "README", "SOURCE", "_SUCCESS")
 
 
@@ -89,9 +93,10 @@ def session(master: str) -> Any:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("opsassist-signals-history")
-    from pyspark import SparkConf
-
-    if not SparkConf().contains("spark.master"):  # spark-submit --master wins
+    # Under spark-submit its --master stands (it always sets one, local[*] by default). Its JVM
+    # is not reachable yet, so SparkConf() would look empty here and a master set on the builder
+    # would override spark-submit's: the gateway port in the environment tells instead.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(master)
     spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -178,8 +183,8 @@ def partial_aggregates(scope: Any, config: Any, max_bytes: int) -> Any:
         for frame in batches:
             for origin, payload in zip(frame["origin"], frame["payload"], strict=True):
                 add_record(partial, origin, bytes(payload), scope, config, max_bytes)
-        rows = list(partial_rows(partial))
-        yield pd.DataFrame(rows, columns=["kind", "grp", "start", "agg"])
+        rows = list(partial_rows(partial, config.window_seconds))
+        yield pd.DataFrame(rows, columns=["kind", "grp", "start", "agg", "block"])
 
     return run
 
@@ -191,8 +196,9 @@ def window_documents(scope: Any, config: Any) -> Any:
         from opsassist.pipelines.history import DOCUMENT_COLUMNS, document_row, group_documents
 
         kind, group = str(frame["kind"].iloc[0]), str(frame["grp"].iloc[0])
+        block = int(frame["block"].iloc[0])
         parts = zip(frame["start"].astype(int), frame["agg"], strict=True)
-        docs = group_documents(kind, group, parts, scope, config)
+        docs = group_documents(kind, group, parts, scope, config, block)
         return pd.DataFrame([document_row(d) for d in docs], columns=list(DOCUMENT_COLUMNS))
 
     return run
@@ -248,7 +254,16 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
     timer = time.perf_counter()
     folders = [d for kind in args.kinds for d in partition_dirs(root, kind, scope.partitions())]
     files = list_files(spark, folders)
-    summary: dict[str, Any] = {"day": day.isoformat(), "archive": root, "files": len(files)}
+    context = spark.sparkContext
+    summary: dict[str, Any] = {
+        "day": day.isoformat(),
+        "archive": root,
+        "files": len(files),
+        "master": context.master,
+        "parallelism": context.defaultParallelism,
+        "list_s": round(time.perf_counter() - timer, 3),
+    }
+    parsing = time.perf_counter()
     records = read_records(spark, files)
     if records is None:
         summary |= {"records": {}, "rejected": {}, "documents": 0}
@@ -262,7 +277,7 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         for row in partials.filter(F.col("kind") == COUNT).collect():
             counts[row["grp"]] = counts.get(row["grp"], 0) + int(row["start"])
         summary["records"] = dict(sorted(counts.items()))
-        summary["parse_s"] = round(time.perf_counter() - timer, 3)
+        summary["parse_s"] = round(time.perf_counter() - parsing, 3)
         letters = partials.filter(F.col("kind") == DEADLETTER)
         rejected = {r["grp"]: int(r["count"]) for r in letters.groupBy("grp").count().collect()}
         summary["rejected"] = dict(sorted(rejected.items()))
@@ -278,7 +293,7 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
     parallelism = spark.sparkContext.defaultParallelism
     if partials is not None:
         windows = partials.filter(F.col("kind").isin("log", "event", "metric"))
-        docs = windows.groupBy("kind", "grp").applyInPandas(
+        docs = windows.groupBy("kind", "grp", "block").applyInPandas(
             window_documents(scope, config), DOCUMENT_SCHEMA
         )
         docs = docs.cache()
@@ -289,7 +304,6 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         missing = [t for t in texts if t not in known]
         fresh: dict[str, list[float]] = {}
         if missing:
-            # each partition loads the model once in its Python worker: few texts, few partitions
             slices = max(1, min(parallelism, -(-len(missing) // EMBED_TEXTS_PER_PARTITION)))
             frame = spark.createDataFrame([(t,) for t in missing], "embed_text string")
             embedded = frame.repartition(slices).mapInPandas(

@@ -88,6 +88,7 @@ def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     summaries = day_summaries(result.stdout)
     assert [s["day"] for s in summaries] == [first, second]
+    assert {s["master"] for s in summaries} == {"local[2]"}  # spark-submit's --master stands
     assert summaries[0]["rejected"] == stream_rejected  # dead-lettered by day one's run only
     assert summaries[1]["rejected"] == {}
     letters = list((data_dir / "history" / "deadletter" / f"date={first}").glob("part-*"))

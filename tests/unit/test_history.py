@@ -13,6 +13,7 @@ import pytest
 from opsassist.mining import MinerConfig, grouping_accuracy, mine_two_pass
 from opsassist.mining.windows import TemplateWindow
 from opsassist.pipelines.history import (
+    BLOCK_SECONDS,
     DEADLETTER,
     REASON_OUTSIDE,
     DayScope,
@@ -92,12 +93,54 @@ def test_each_record_has_one_owner_and_bad_ones_are_dead_lettered() -> None:
     for origin, payload in lines:
         add_record(partial, origin, payload, scope, config, 65536)
     rows = list(partial_rows(partial))
-    letters = [json.loads(agg) for kind, _, _, agg in rows if kind == DEADLETTER]
+    letters = [json.loads(agg) for kind, _, _, agg, _ in rows if kind == DEADLETTER]
     assert sorted(letter["reason"] for letter in letters) == sorted(
         [REASON_OUTSIDE, "invalid json"]
     )
     assert partial.counts == {"log_used": 2, "log_other_days": 1, "log_rejected": 2}
     docs = group_documents(
-        "log", "app", [(s, a) for k, _, s, a in rows if k == "log"], scope, config
+        "log", "app", [(s, a) for k, _, s, a, _ in rows if k == "log"], scope, config
     )
     assert len(docs) == 2 and all(d.section.startswith("2026-01-02T") for d in docs)
+
+
+def test_documents_built_per_block_equal_the_whole_day() -> None:
+    """Pass two runs per (service, block of an hour): each block gets the windows it needs (a log
+    window's documents compare with the window before, across a block boundary too), so the
+    union of the blocks' documents is the whole day's, each document once."""
+    from opsassist.parsing.logs import retime_line
+
+    config = SignalConfig()
+    day = dt.date(2026, 1, 2)
+    scope = DayScope.for_day(day, config, slack_days=1)
+    path = LOGHUB / "OpenSSH" / "OpenSSH_2k.log"
+    if not path.exists():
+        pytest.skip(f"shared loghub sample missing: {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = dt.datetime(2026, 1, 2, 0, 30, tzinfo=dt.UTC)  # 4 hours: over three block edges
+    partial = Partial()
+    origin = "/a/logs/date=2026-01-02/sshd/sshd.log"
+    for n, raw in enumerate(lines):
+        when = start + dt.timedelta(seconds=n * 4 * 3600 / len(lines))
+        add_record(partial, origin, retime_line(raw, when).encode(), scope, config, 65536)
+    rows = [r for r in partial_rows(partial, config.window_seconds) if r[0] == "log"]
+    whole = group_documents("log", "sshd", {(s, a) for _, _, s, a, _ in rows}, scope, config)
+    blocks = sorted({b for *_, b in rows})
+    assert len(blocks) >= 4 and all(b >= 0 for b in blocks)
+    assert len(rows) > len({(s, a) for _, _, s, a, _ in rows})  # edge windows sent twice
+    per_block = [
+        doc
+        for block in blocks
+        for doc in group_documents(
+            "log", "sshd", [(s, a) for *_, s, a, b in rows if b == block], scope, config, block
+        )
+    ]
+    assert len(whole) > 48
+    assert sorted((d.id, d.text) for d in per_block) == sorted((d.id, d.text) for d in whole)
+    # without the duplicated edge rows, a block's first window would lose its "previous window"
+    edge = blocks[1]
+    own_rows = [(s, a) for *_, s, a, b in rows if b == edge and s // BLOCK_SECONDS == edge]
+    alone = group_documents("log", "sshd", own_rows, scope, config, edge)
+    expected = [d for d in per_block if d.timestamp and d.timestamp.timestamp() // 3600 == edge]
+    assert expected and len(alone) == len(expected)
+    assert sorted((d.id, d.text) for d in alone) != sorted((d.id, d.text) for d in expected)

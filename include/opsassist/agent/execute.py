@@ -99,30 +99,43 @@ def summary(action: Action, dry: dict[str, Any]) -> str:
     )
 
 
+def hitl_approved(hitl: dict[str, Any] | None) -> bool:
+    """The Airflow HITL task's answer was exactly ``Approve``."""
+    return list((hitl or {}).get("chosen_options") or []) == ["Approve"]
+
+
+def hitl_responder(hitl: dict[str, Any] | None) -> str:
+    """Who answered the Airflow HITL task (its user's name or id)."""
+    user = (hitl or {}).get("responded_by_user") or {}
+    if isinstance(user, dict):
+        return str(user.get("name") or user.get("id") or "airflow-user")
+    return str(user)
+
+
+def record_airflow_rejection(store: AgentStore, action_id: str, who: str) -> bool:
+    """Move a pending action to rejected (answered in the Airflow UI) and audit it, once."""
+    moved = store.transition(
+        action_id,
+        ("pending",),
+        "rejected",
+        approved_by=who,
+        approved_at=dt.datetime.now(dt.UTC),
+        approval_via="airflow",
+    )
+    if moved:
+        store.audit(actor=who, role="airflow", event="rejection", ok=True, action_id=action_id)
+    return moved is not None
+
+
 def record_airflow_approval(
     settings: Settings, action_id: str, run_id: str, hitl: dict[str, Any] | None
 ) -> None:
     """After the HITL task: an ``Approve`` moves the pending action to approved (by the Airflow
     user who answered); anything else is audited as a rejection and refused."""
     store = open_store(settings)
-    hitl = hitl or {}
-    chosen = list(hitl.get("chosen_options") or [])
-    user = hitl.get("responded_by_user") or {}
-    who = (
-        str(user.get("name") or user.get("id") or "airflow-user")
-        if isinstance(user, dict)
-        else str(user)
-    )
-    if chosen != ["Approve"]:
-        store.transition(
-            action_id,
-            ("pending",),
-            "rejected",
-            approved_by=who,
-            approved_at=dt.datetime.now(dt.UTC),
-            approval_via="airflow",
-        )
-        store.audit(actor=who, role="airflow", event="rejection", ok=True, action_id=action_id)
+    who = hitl_responder(hitl)
+    if not hitl_approved(hitl):
+        record_airflow_rejection(store, action_id, who)
         raise ActionRefused(f"{action_id} rejected in Airflow by {who}")
     moved = store.transition(
         action_id,
@@ -253,19 +266,9 @@ def report(
     UI (the approval task skips what follows) is recorded here. Raises (failing the run) unless
     this run executed and verified the change."""
     store = open_store(settings)
-    rejected = bool(hitl) and list((hitl or {}).get("chosen_options") or []) != ["Approve"]
-    if hitl and rejected:
-        user = hitl.get("responded_by_user") or {}
-        who = str(user.get("name") or user.get("id")) if isinstance(user, dict) else str(user)
-        if store.transition(
-            action_id,
-            ("pending",),
-            "rejected",
-            approved_by=who,
-            approved_at=dt.datetime.now(dt.UTC),
-            approval_via="airflow",
-        ):
-            store.audit(actor=who, role="airflow", event="rejection", ok=True, action_id=action_id)
+    rejected = bool(hitl) and not hitl_approved(hitl)
+    if rejected:
+        record_airflow_rejection(store, action_id, hitl_responder(hitl))
     ok = bool(execution) and bool(verification and verification.get("ok"))
     result = {"execution": execution, "verification": verification, "run_id": run_id}
     final = store.transition(

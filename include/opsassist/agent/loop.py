@@ -259,52 +259,66 @@ class Agent:
         )
         return AgentReply(f"Refused: {reason}", "command", refusals=[reason])
 
-    def approve(self, action_id: str, who: Principal) -> AgentReply:
+    def _decide(
+        self, action_id: str, who: Principal, to_status: str, event: str, why_not: str
+    ) -> Action | AgentReply:
+        """An operator's chat decision on a pending action: the role check, the one-time move
+        out of "pending" and its audit; a refusal (audited) when either fails."""
+        verb = "approving" if event == "approval" else "rejecting"
         if not who.at_least("operator"):
             return self._command_refused(
                 who,
-                "approval_refused",
+                f"{event}_refused",
                 action_id,
-                f"{who.user} has role {who.role}: approving a change needs operator or admin",
+                f"{who.user} has role {who.role}: {verb} a change needs operator or admin",
             )
-        action = self.store.get_action(action_id)
-        if action is None:
-            return self._command_refused(
-                who, "approval_refused", action_id, f"no action {action_id}"
-            )
-        if action.status == "pending" and action.expired():
-            self.store.transition(action_id, ("pending",), "expired")
-            return self._command_refused(
-                who,
-                "approval_refused",
-                action_id,
-                f"{action_id} expired at {action.expires_at.isoformat()}: ask again",
-            )
-        approved = self.store.transition(
+        moved = self.store.transition(
             action_id,
             ("pending",),
-            "approved",
+            to_status,
             approved_by=who.user,
             approved_at=_now(),
             approval_via="chat",
         )
-        if approved is None:
-            return self._command_refused(
-                who,
-                "approval_refused",
-                action_id,
-                f"{action_id} is {action.status}, not pending: an approval is used once",
-            )
+        if moved is None:
+            return self._command_refused(who, f"{event}_refused", action_id, why_not)
         self.store.audit(
             actor=who.user,
             role=who.role,
-            event="approval",
+            event=event,
             ok=True,
-            tool=action.tool,
-            arguments=action.arguments,
+            tool=moved.tool,
+            arguments=moved.arguments,
             result={"via": "chat"},
             action_id=action_id,
         )
+        return moved
+
+    def approve(self, action_id: str, who: Principal) -> AgentReply:
+        action = self.store.get_action(action_id)
+        if who.at_least("operator"):  # (a viewer is refused for the role, whatever the action)
+            if action is None:
+                return self._command_refused(
+                    who, "approval_refused", action_id, f"no action {action_id}"
+                )
+            if action.status == "pending" and action.expired():
+                self.store.transition(action_id, ("pending",), "expired")
+                return self._command_refused(
+                    who,
+                    "approval_refused",
+                    action_id,
+                    f"{action_id} expired at {action.expires_at.isoformat()}: ask again",
+                )
+        status = action.status if action is not None else "unknown"
+        approved = self._decide(
+            action_id,
+            who,
+            "approved",
+            "approval",
+            f"{action_id} is {status}, not pending: an approval is used once",
+        )
+        if isinstance(approved, AgentReply):
+            return approved
         try:
             run_id = self.trigger({"action_id": action_id})
         except Exception as exc:
@@ -314,7 +328,7 @@ class Agent:
                 role=who.role,
                 event="dag_trigger",
                 ok=False,
-                tool=action.tool,
+                tool=approved.tool,
                 result={"error": reason},
                 action_id=action_id,
             )
@@ -331,7 +345,7 @@ class Agent:
             role=who.role,
             event="dag_trigger",
             ok=True,
-            tool=action.tool,
+            tool=approved.tool,
             result={"dag_id": self.settings.agent_dag_id, "run_id": run_id},
             action_id=action_id,
         )
@@ -344,33 +358,11 @@ class Agent:
         )
 
     def reject(self, action_id: str, who: Principal) -> AgentReply:
-        if not who.at_least("operator"):
-            return self._command_refused(
-                who,
-                "rejection_refused",
-                action_id,
-                f"{who.user} has role {who.role}: rejecting a change needs operator or admin",
-            )
-        rejected = self.store.transition(
-            action_id,
-            ("pending",),
-            "rejected",
-            approved_by=who.user,
-            approved_at=_now(),
-            approval_via="chat",
+        rejected = self._decide(
+            action_id, who, "rejected", "rejection", f"{action_id} is not pending"
         )
-        if rejected is None:
-            return self._command_refused(
-                who, "rejection_refused", action_id, f"{action_id} is not pending"
-            )
-        self.store.audit(
-            actor=who.user,
-            role=who.role,
-            event="rejection",
-            ok=True,
-            tool=rejected.tool,
-            action_id=action_id,
-        )
+        if isinstance(rejected, AgentReply):
+            return rejected
         return AgentReply(
             f"Rejected {action_id}: nothing was changed.", "command", actions=[rejected.to_json()]
         )

@@ -38,7 +38,9 @@ Template mining at scale: per-partition aggregates, merged exactly, mined once p
     dependent: templates mined on different subsets generalise differently and cannot be merged
     back into what one miner would find. Merging counts is exact, so the Spark job's templates
     (and documents) are identical to the streaming path's and to the single-process miner's on
-    the same lines (``tests/unit/test_history.py`` checks grouping accuracy on the loghub
+    the same lines. Pass two runs per (kind, group, block of about an hour), not per group, so a
+    busy service's day is spread over many tasks (:func:`window_blocks` says which windows each
+    block needs) (``tests/unit/test_history.py`` checks grouping accuracy on the loghub
     samples; ``tests/integration/test_spark_history.py`` the documents).
 """
 
@@ -74,8 +76,10 @@ KIND_DIRS: dict[str, str] = {"logs": "log", "metrics": "metric", "events": "even
 REASON_OUTSIDE = "outside partition"
 DEADLETTER = "deadletter"
 COUNT = "count"
-# the schema of the partial-aggregate rows (kind, group, window start, aggregate as JSON)
-PARTIAL_SCHEMA = "kind string, grp string, start long, agg string"
+# the schema of the partial-aggregate rows (kind, group, window start, aggregate as JSON, block)
+PARTIAL_SCHEMA = "kind string, grp string, start long, agg string, block long"
+BLOCK_SECONDS = 3600  # log and event windows are built in blocks of about an hour (see blocks)
+WHOLE = -1  # the block of rows a group needs whole (metric series: their baseline spans blocks)
 DOCUMENT_COLUMNS = (
     "id",
     "source_type",
@@ -296,18 +300,49 @@ def describe_cached(origin: str) -> tuple[str, str, dt.date | None]:
     return found
 
 
-def partial_rows(partial: Partial) -> Iterator[tuple[str, str, int, str]]:
-    """The partition's aggregates as (kind, group, window start, JSON) rows (PARTIAL_SCHEMA)."""
+def block_seconds(window_seconds: int) -> int:
+    """The span of a block: whole windows, about :data:`BLOCK_SECONDS`."""
+    return window_seconds * max(1, BLOCK_SECONDS // window_seconds)
+
+
+def window_blocks(kind: str, start: int, window_seconds: int) -> list[int]:
+    """The blocks that need the aggregate of the window starting at ``start``.
+
+    Pass two builds documents per (kind, group, block), so one busy service's day is spread over
+    ~24 tasks instead of one. A log window's documents read the window before it, so a log
+    window also goes to the next window's block when that is another block (only the last
+    window of each block is sent twice). An event window needs only itself. A metric window's
+    anomaly baseline reaches back an hour or more, so metric series stay whole (:data:`WHOLE`).
+    """
+    if kind == "metric":
+        return [WHOLE]
+    span = block_seconds(window_seconds)
+    own = start // span
+    if kind == "log" and (start + window_seconds) // span != own:
+        return [own, own + 1]
+    return [own]
+
+
+def partial_rows(
+    partial: Partial, window_seconds: int = 300
+) -> Iterator[tuple[str, str, int, str, int]]:
+    """The partition's aggregates as (kind, group, window start, JSON, block) rows
+    (PARTIAL_SCHEMA): a window's row once per block that needs it (:func:`window_blocks`)."""
     for (service, start), window in partial.logs.items():
-        yield "log", service, start, _dump(window.to_dict())
+        data = _dump(window.to_dict())
+        for block in window_blocks("log", start, window_seconds):
+            yield "log", service, start, data, block
     for (namespace, start), ewindow in partial.events.items():
-        yield "event", namespace, start, _dump(ewindow.to_dict())
+        data = _dump(ewindow.to_dict())
+        for block in window_blocks("event", start, window_seconds):
+            yield "event", namespace, start, data, block
     for (series, start), points in partial.metrics.items():
-        yield "metric", series, start, _dump(sorted([b, t, v] for b, (t, v) in points.items()))
+        data = _dump(sorted([b, t, v] for b, (t, v) in points.items()))
+        yield "metric", series, start, data, WHOLE
     for entry in partial.letters:
-        yield DEADLETTER, str(entry["reason"]), 0, _dump(entry)
+        yield DEADLETTER, str(entry["reason"]), 0, _dump(entry), WHOLE
     for what, n in partial.counts.items():
-        yield COUNT, what, n, ""
+        yield COUNT, what, n, "", WHOLE
 
 
 def _dump(value: Any) -> str:
@@ -321,9 +356,16 @@ def group_documents(
     parts: Iterable[tuple[int, str]],
     scope: DayScope,
     config: SignalConfig,
+    block: int = WHOLE,
 ) -> list[Chunk]:
     """Documents of one service / namespace / series for the day's windows, from the partial
-    aggregates ``(window start, JSON)`` of every partition (in any order)."""
+    aggregates ``(window start, JSON)`` of every partition (in any order). With ``block``, only
+    the windows of that block (:func:`window_blocks`; the parts hold what they need)."""
+    span = block_seconds(config.window_seconds)
+
+    def emits(start: int) -> bool:
+        return scope.emits(start) and (block == WHOLE or start // span == block)
+
     if kind == "log":
         logs: dict[int, TemplateWindow] = {}
         for start, data in parts:
@@ -333,7 +375,7 @@ def group_documents(
             else:
                 logs[start] = window
         docs: list[Chunk] = []
-        for start in sorted(s for s in logs if scope.emits(s)):
+        for start in sorted(s for s in logs if emits(s)):
             previous = logs.get(start - config.window_seconds)
             docs.extend(log_window_documents(group, start, logs[start], previous, config))
         return docs
@@ -347,7 +389,7 @@ def group_documents(
                 events[start] = ewindow
         return [
             doc
-            for start in sorted(s for s in events if scope.emits(s))
+            for start in sorted(s for s in events if emits(s))
             for doc in event_window_documents(group, start, events[start], config)
         ]
     points: Points = {}
@@ -358,7 +400,7 @@ def group_documents(
     values = point_values(points)
     return [
         doc
-        for start in sorted(s for s in starts if scope.emits(s))
+        for start in sorted(s for s in starts if emits(s))
         for doc in metric_window_documents(group, group, start, values, config)
     ]
 

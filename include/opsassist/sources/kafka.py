@@ -147,13 +147,12 @@ class KafkaSource:
         except Exception:  # pragma: no cover - closed consumer
             return set()
 
-    def _settled(self) -> bool:
+    def _settled(self, assigned: set[tuple[str, int]]) -> bool:
         """True once the group has assigned partitions and each has answered (data or EOF).
 
         Until then an empty poll proves nothing: joining the group and the first fetch can take
         seconds, and ending the drain then would skip records that are already on the topic.
         """
-        assigned = self._assignment()
         return bool(assigned) and assigned <= self._heard
 
     def poll(self, max_records: int, timeout: float) -> list[RawRecord]:
@@ -165,8 +164,9 @@ class KafkaSource:
         out: list[RawRecord] = []
         started = time.monotonic()
         last_message = started
+        assigned = self._assignment()  # read once per round: after each consume (rebalances)
         while len(out) < max_records:
-            budget = timeout if self._settled() else max(timeout, self.assignment_timeout)
+            budget = timeout if self._settled(assigned) else max(timeout, self.assignment_timeout)
             now = time.monotonic()
             if now >= started + budget or (out and now - last_message >= 0.05):
                 break  # time is up, or the stream paused after some records
@@ -174,8 +174,8 @@ class KafkaSource:
             messages = self.consumer.consume(
                 num_messages=min(max_records - len(out), 1000), timeout=max(wait, 0.001)
             )
+            assigned = self._assignment()
             if not messages:
-                assigned = self._assignment()
                 if assigned and assigned <= self._eof:
                     break  # every assigned partition is at its end
                 continue
