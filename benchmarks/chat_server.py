@@ -8,15 +8,19 @@ The direct baseline sends the exact messages the server would send (built by the
 code in this process), so the difference is what the server adds: HTTP, auth, cache lookup,
 query embedding, hybrid retrieval, prompt building and the hop to the model server. Requests to
 the server use ``"cache": false`` so every one pays for retrieval. Everything is on loopback.
-On a busy CPU the model's own TTFT varies by seconds, which swamps a client-side difference of
-milliseconds; so the server's own view is printed too: per request, the time until it calls the
-model (``prep`` in ``Server-Timing``), and the mean of its TTFT histograms (server stage minus
-model stage, the same requests).
+On a busy CPU the model's own TTFT varies by hundreds of ms between requests, which swamps a
+client-side difference of milliseconds. So the overhead is measured twice: first against a
+zero-latency OpenAI-compatible upstream (``benchmarks/instant_model.py``: the first token at
+once), where the difference is the server's overhead alone, then against the real KServe model
+server. The server's own view is printed too: per request, the time until it calls the model
+(``prep`` in ``Server-Timing``), and the mean of its TTFT histograms (server stage minus model
+stage, the same requests).
 
 Needs the model server (``scripts/model-server up``) and Redis (``scripts/services up redis``).
 By default a small runbook index is built in a temporary folder first (a minute or two).
 
-    .venv/bin/python -m benchmarks.chat_server [--n 20] [--rounds 2] [--hits 200] [--json]
+    .venv/bin/python -m benchmarks.chat_server [--n 20] [--rounds 2] [--instant-n 200]
+        [--instant-rounds 8] [--hits 200] [--json]
 """
 
 from __future__ import annotations
@@ -293,10 +297,57 @@ async def measure_cache_hits(server: str, n: int) -> dict[str, Any]:
     }
 
 
+def start_instant_model(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "uvicorn"),
+            "benchmarks.instant_model:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def overhead_runs(
+    env: dict[str, str], model: str, model_name: str, n: int, rounds: int, label: str
+) -> tuple[list[dict[str, Any]], str, subprocess.Popen[bytes]]:
+    """A chat server in front of ``model``; TTFT pairs at 1 and 16 streams. The server is left
+    running (returned) for further measurements; the caller stops it."""
+    env = env | {"OPSASSIST_MODEL_SERVER_URL": model}
+    port = free_port()
+    process = start_server(env, port)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base, process)
+    prompts = model_messages(env)
+    results = []
+    for concurrency in (1, 16):
+        log(f"{label}: TTFT at {concurrency} concurrent stream(s) ...")
+        result = asyncio.run(
+            measure_overhead(base, model, model_name, prompts, n, concurrency, rounds)
+        )
+        result["upstream"] = label
+        results.append(result)
+    return results, base, process
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="sequential pairs at concurrency 1")
     parser.add_argument("--rounds", type=int, default=2, help="batches of 16 concurrent streams")
+    parser.add_argument(
+        "--instant-n", type=int, default=200, help="pairs at concurrency 1, instant upstream"
+    )
+    parser.add_argument(
+        "--instant-rounds", type=int, default=8, help="batches of 16, instant upstream"
+    )
     parser.add_argument("--hits", type=int, default=200, help="cache-hit requests")
     parser.add_argument("--data-dir", type=Path, help="an already built data dir (skip indexing)")
     parser.add_argument(
@@ -324,7 +375,6 @@ def main() -> None:
         "OPSASSIST_REDIS_URL": f"redis://127.0.0.1:{redis_port}/14",
         "OPSASSIST_CACHE_PREFIX": f"bench-chat-{uuid.uuid4().hex[:6]}",
         "OPSASSIST_API_KEYS": KEY,
-        "OPSASSIST_MODEL_SERVER_URL": model,
         "OPSASSIST_CHAT_MAX_TOKENS": "16",
         "OPSASSIST_CHAT_CONTEXT_CHARS": str(args.context_chars),
         # 16 queued streams wait their turn at the model server: no timeouts, no breaker here
@@ -334,26 +384,31 @@ def main() -> None:
     if args.data_dir is None:
         log("building a small runbook index ...")
         build_index(work / "data", env)
-    port = free_port()
-    process = start_server(env, port)
-    base = f"http://127.0.0.1:{port}"
+    instant_port = free_port()
+    instant = start_instant_model(instant_port)
+    processes: list[subprocess.Popen[bytes]] = [instant]
     try:
-        wait_ready(base, process)
-        prompts = model_messages(env)
-        results = []
-        for concurrency in (1, 16):
-            log(f"TTFT at {concurrency} concurrent stream(s) ...")
-            result = asyncio.run(
-                measure_overhead(base, model, model_name, prompts, args.n, concurrency, args.rounds)
-            )
-            results.append(result)
-            if not args.json:
-                print_overhead(result)
+        # 1. the server's own overhead: a zero-latency upstream, so nothing else is in the
+        #    difference; 2. the real KServe model server (its prefill jitter dominates there)
+        results, _, server = overhead_runs(
+            env,
+            f"http://127.0.0.1:{instant_port}",
+            model_name,
+            args.instant_n,
+            args.instant_rounds,
+            "instant upstream",
+        )
+        processes.append(server)
+        server.terminate()
+        more, base, server = overhead_runs(env, model, model_name, args.n, args.rounds, "KServe")
+        processes.append(server)
+        results += more
         log("cache hits ...")
         hits = asyncio.run(measure_cache_hits(base, args.hits))
     finally:
-        process.terminate()
-        process.wait(30)
+        for process in processes:
+            process.terminate()
+            process.wait(30)
         _cleanup_redis(env)
         shutil.rmtree(work, ignore_errors=True)
     report = {
@@ -365,6 +420,8 @@ def main() -> None:
     if args.json:
         emit(report, True)
         return
+    for result in results:
+        print_overhead(result)
     for key in ("server_side", "client_side", "baseline"):
         _row(hits[key])
     ratio = hits["client_side"]["p50_ms"] / hits["baseline"]["p50_ms"]
@@ -380,6 +437,7 @@ def log(message: str) -> None:
 def print_overhead(result: dict[str, Any]) -> None:
     c = result["concurrency"]
     if c == 1:
+        print(f"--- upstream: {result['upstream']}")
         print(f"{'measure':44} {'p50 ms':>9} {'p95 ms':>9} {'mean ms':>9}")
     for key in ("direct", "server", "paired_overhead", "prep"):
         if key in result:

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -517,6 +518,26 @@ def test_time_bound_question_reads_signals_in_its_window_and_is_not_cached(
     assert "payments-api" in sources and "→" in sources
     assert cache.get_answer(prepared.standalone, RUNBOOKS) is None
     assert outcome.degraded is None
+
+
+def test_runbook_and_signal_searches_share_one_query_embedding(
+    make_pipeline: Callable[..., ChatPipeline],
+) -> None:
+    """Both searches run concurrently; the question is embedded once per request."""
+    pipeline = make_pipeline(aliases={"runbooks": RUNBOOKS, "signals": SIGNALS})
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def counting(text: str) -> np.ndarray:
+        with lock:
+            calls.append(text)
+        return embed(text)
+
+    pipeline._embed = counting
+    question = "payments api pod crash looping in the last 30 minutes?"
+    prepared = pipeline.prepare(ChatRequest(user(question), use_cache=False), now=NOW)
+    assert calls == [prepared.standalone]
+    assert {h.source_type for h in prepared.hits} >= {"runbook", "log"}
 
 
 def test_question_without_a_time_uses_the_default_window_and_stays_cacheable(

@@ -22,8 +22,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 import math
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -131,6 +133,21 @@ def conversation(messages: Sequence[Message]) -> tuple[list[str], str]:
     return users, users[-1]
 
 
+class _Once:
+    """``embed`` computed once per request, whichever search asks first (thread-safe)."""
+
+    def __init__(self, embed: Callable[[str], np.ndarray]) -> None:
+        self._embed = embed
+        self._lock = threading.Lock()
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, text: str) -> np.ndarray:
+        with self._lock:
+            if text not in self._vectors:
+                self._vectors[text] = self._embed(text)
+            return self._vectors[text]
+
+
 class ChatPipeline:
     def __init__(
         self,
@@ -146,12 +163,37 @@ class ChatPipeline:
         self.client = client
         self._embed = embed or BatchingEmbedder(self._encode)
         self._fusion = fusion_config(settings)
+        self._onnx: Any = None  # the ONNX query encoder once loaded; False: unavailable
+        # the signal search of each request runs beside its runbook search
+        self._signal_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="chat-signals")
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        encoder = self._query_encoder()
+        if encoder is not None:
+            return encoder(texts)
         from opsassist.embedding import embed_texts
 
         s = self.settings
         return embed_texts(texts, s.embedding_model, s.embedding_batch_size, s.embedding_device)
+
+    def _query_encoder(self) -> Callable[[Sequence[str]], np.ndarray] | None:
+        """The ONNX Runtime encoder (same vectors as torch, faster on a CPU), loaded once; None:
+        use torch (configured so, on a GPU, or the model cannot be exported: logged once)."""
+        s = self.settings
+        if s.query_embedding_runtime != "onnx" or s.embedding_device != "cpu":
+            return None
+        if self._onnx is None:
+            from opsassist.embedding_onnx import OnnxQueryEncoder
+
+            try:
+                self._onnx = OnnxQueryEncoder(s.embedding_model, s.data_dir / "models")
+            except Exception as exc:
+                log.warning(
+                    "ONNX query embeddings unavailable: using torch",
+                    extra={"error": f"{type(exc).__name__}: {exc}"},
+                )
+                self._onnx = False
+        return self._onnx or None
 
     def warm_up(self) -> None:
         """Load the embedding model now rather than on the first question."""
@@ -248,10 +290,14 @@ class ChatPipeline:
         return True
 
     def _retrieve(self, prepared: Prepared, use_cache: bool) -> list[SearchHit]:
+        """Runbook hits (from the retrieval cache, else hybrid search) and signal hits. The two
+        searches run concurrently and share one query embedding, computed while their BM25
+        lists are searched."""
         version = prepared.index_version
         assert version is not None
         k = self.settings.chat_top_k
-        vector: np.ndarray | None = None
+        embed = _Once(self._embed)
+        signals = self._signal_pool.submit(self._signals, prepared, embed)
         warmed = None
         if use_cache:
             try:
@@ -261,12 +307,11 @@ class ChatPipeline:
         if warmed:
             hits = [SearchHit(**hit) for hit in warmed[:k]]
         else:
-            vector = self._embed(prepared.standalone)
-            query = Query(text=prepared.standalone, vector=vector, k=k, mode="hybrid")
-            hits = hybrid_search(self.store, version, query, self._fusion)
+            query = Query(text=prepared.standalone, k=k, mode="hybrid")
+            hits = hybrid_search(self.store, version, query, self._fusion, embed)
             if use_cache:
                 self._put_retrieval(prepared, version, hits)
-        return hits + self._signals(prepared, vector)
+        return hits + signals.result()
 
     def _put_retrieval(self, prepared: Prepared, version: str, hits: list[SearchHit]) -> None:
         try:
@@ -279,7 +324,7 @@ class ChatPipeline:
         except Exception as exc:
             self._cache_error(prepared.errors, "put_retrieval", exc)
 
-    def _signals(self, prepared: Prepared, vector: np.ndarray | None) -> list[SearchHit]:
+    def _signals(self, prepared: Prepared, embed: Callable[[str], np.ndarray]) -> list[SearchHit]:
         """Relevant signal hits in the window; a missing or failing signal index is no error."""
         try:
             version = self.store.current_version(self.settings.signal_index)
@@ -287,12 +332,11 @@ class ChatPipeline:
                 return []
             query = Query(
                 text=prepared.standalone,
-                vector=vector if vector is not None else self._embed(prepared.standalone),
                 k=self.settings.chat_signal_top_k,
                 mode="hybrid",
                 filters=Filters(since=prepared.window.since, until=prepared.window.until),
             )
-            hits = hybrid_search(self.store, version, query, self._fusion)
+            hits = hybrid_search(self.store, version, query, self._fusion, embed)
         except Exception as exc:
             prepared.errors.append("signal_index")
             log.warning("signal search failed", extra={"error": f"{type(exc).__name__}: {exc}"})

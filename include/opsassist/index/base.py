@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol, runtime_checkable
 
@@ -154,9 +154,17 @@ def _hit(row: RankedRow, score: float, bm25_rank: int | None, vector_rank: int |
 
 
 def hybrid_search(
-    store: IndexStore, target: str, query: Query, fusion: FusionConfig | None = None
+    store: IndexStore,
+    target: str,
+    query: Query,
+    fusion: FusionConfig | None = None,
+    embed: Callable[[str], np.ndarray] | None = None,
 ) -> list[SearchHit]:
-    """BM25, vector or fused search on an alias or a version; best first."""
+    """BM25, vector or fused search on an alias or a version; best first.
+
+    Without ``query.vector``, ``embed(query.text)`` gives it, computed while the BM25 list is
+    searched (the query embedding is most of a search's latency on a CPU).
+    """
     fusion = fusion or FusionConfig()
     version = resolve_target(store, target)
     n = max(fusion.candidates, query.k)
@@ -164,17 +172,20 @@ def hybrid_search(
     semantic: list[RankedRow] = []
     want_lexical = query.mode in ("hybrid", "bm25") and bool(query.text.strip())
     want_semantic = query.mode in ("hybrid", "vector")
-    if want_semantic and query.vector is None:
+    if want_semantic and query.vector is None and embed is None:
         raise ValueError("vector and hybrid search need a query vector")
     if want_lexical and want_semantic:
-        # Both backends release the GIL while searching: run the two lists concurrently.
+        # Both backends release the GIL while searching (and torch while embedding): run the
+        # two lists concurrently.
         pending = _POOL.submit(store.bm25, version, query.text, n, query.filters)
-        semantic = store.knn(version, query.vector, n, query.filters)  # type: ignore[arg-type]
+        vector = query.vector if query.vector is not None else embed(query.text)  # type: ignore[misc]
+        semantic = store.knn(version, vector, n, query.filters)
         lexical = pending.result()
     elif want_lexical:
         lexical = store.bm25(version, query.text, n, query.filters)
     elif want_semantic:
-        semantic = store.knn(version, query.vector, n, query.filters)  # type: ignore[arg-type]
+        vector = query.vector if query.vector is not None else embed(query.text)  # type: ignore[misc]
+        semantic = store.knn(version, vector, n, query.filters)
 
     rows = {r.id: r for r in semantic} | {r.id: r for r in lexical}
     bm25_rank = {r.id: i + 1 for i, r in enumerate(lexical)}
