@@ -422,21 +422,26 @@ def test_install_locked_takes_cpu_torch_and_drops_the_cuda_wheels(tmp_path: Path
 
 
 # --- the real compose client, where it is installed ---------------------------------------------
-def compose_command(docker: str, *args: str) -> list[str]:
-    return [docker, "compose", "-f", str(COMPOSE), *args]
+def compose_command(docker: list[str], *args: str) -> list[str]:
+    return [*docker, "-f", str(COMPOSE), *args]
 
 
-def compose_plugin() -> str | None:
+def compose_plugin() -> list[str] | None:
+    """The Compose CLI: the binary the test command builds (OPSASSIST_DOCKER_COMPOSE, from
+    scripts/tools.sh), else `docker compose` when the plugin is installed."""
+    built = os.environ.get("OPSASSIST_DOCKER_COMPOSE", "")
+    candidates = [[built]] if built and os.access(built, os.X_OK) else []
     docker = shutil.which("docker")
-    if docker is None:
-        return None
-    probe = subprocess.run(
-        [docker, "compose", "version"], capture_output=True, text=True, timeout=30
-    )
-    return docker if probe.returncode == 0 else None
+    if docker is not None:
+        candidates.append([docker, "compose"])
+    for command in candidates:
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            return command
+    return None
 
 
-def run_compose(docker: str, *args: str, env: dict[str, str] | None = None) -> Any:
+def run_compose(docker: list[str], *args: str, env: dict[str, str] | None = None) -> Any:
     return subprocess.run(
         compose_command(docker, *args),
         capture_output=True,
@@ -451,7 +456,7 @@ def run_compose(docker: str, *args: str, env: dict[str, str] | None = None) -> A
 def test_docker_compose_config_is_valid(profile: str) -> None:
     docker = compose_plugin()
     if docker is None:
-        pytest.skip("the docker compose client plugin is not installed (`docker compose version`)")
+        pytest.skip("no Compose CLI: run via the test command (scripts/tools.sh docker_compose)")
     options = ("--env-file", str(ENV_EXAMPLE), "--profile", profile, "config")
     listed = run_compose(docker, *options, "--services")
     assert listed.returncode == 0, listed.stderr
@@ -463,7 +468,7 @@ def test_docker_compose_config_is_valid(profile: str) -> None:
 def test_docker_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
     docker = compose_plugin()
     if docker is None:
-        pytest.skip("the docker compose client plugin is not installed (`docker compose version`)")
+        pytest.skip("no Compose CLI: run via the test command (scripts/tools.sh docker_compose)")
     empty = tmp_path / "empty.env"
     empty.write_text("")
     env = {k: v for k, v in os.environ.items() if k not in env_file(ENV_EXAMPLE)}
