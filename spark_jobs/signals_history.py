@@ -365,6 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     spark = session(args.master or settings.history_spark_master)
+    if args.master and args.master != spark.sparkContext.master:
+        print(
+            f"signals_history: --master {args.master} after the script is ignored under "
+            f"spark-submit (running on {spark.sparkContext.master}): give it to spark-submit",
+            file=sys.stderr,
+        )
     try:
         day = args.date
         while day <= args.end_date:
