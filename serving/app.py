@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -234,9 +234,21 @@ async def _stream(
     yield writer.finish(outcome.finish_reason)
     if include_usage:
         yield writer.usage(outcome.usage)
-    yield DONE
+    # Before [DONE]: a client may hang up as soon as it has it, and code after the last yield
+    # then never runs. The count runs as its own task, so [DONE] does not wait for Redis.
     _observe_cached(s, request, prepared)
-    await asyncio.to_thread(s.pipeline.record_question, prepared)
+    _detached(asyncio.to_thread(s.pipeline.record_question, prepared))
+    yield DONE
+
+
+_DETACHED: set[asyncio.Task[Any]] = set()
+
+
+def _detached(work: Coroutine[Any, Any, Any]) -> None:
+    """Run ``work`` as a task of its own (kept referenced until done)."""
+    task = asyncio.ensure_future(work)
+    _DETACHED.add(task)
+    task.add_done_callback(_DETACHED.discard)
 
 
 @v1.post("/chat/completions", response_model=None)
