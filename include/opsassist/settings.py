@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         default=50_000,
         description="Embedded store builds an HNSW vector index from this many rows (else exact).",
     )
+    embedded_refine_factor: int = Field(
+        default=10,
+        ge=0,
+        description="With an HNSW index, the embedded store reads this many times the asked "
+        "neighbours and re-ranks them by exact distance (its scalar-quantized index alone misses "
+        "near-duplicates, e.g. windows of one log template); 0 = off.",
+    )
     embedded_read_consistency_seconds: float = Field(
         default=1.0,
         description="How stale a long-lived embedded reader (the chat server) may be: it re-checks "

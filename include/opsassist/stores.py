@@ -25,6 +25,7 @@ def get_index_store(settings: Settings) -> IndexStore:
         settings.embedded_index_dir,
         settings.embedded_ann_min_rows,
         read_consistency_seconds=settings.embedded_read_consistency_seconds,
+        refine_factor=settings.embedded_refine_factor,
     )
 
 

@@ -91,13 +91,19 @@ class EmbeddedIndexStore:
     """LanceDB-backed implementation of ``IndexStore``."""
 
     def __init__(
-        self, root: Path, ann_min_rows: int = 50_000, *, read_consistency_seconds: float = 1.0
+        self,
+        root: Path,
+        ann_min_rows: int = 50_000,
+        *,
+        read_consistency_seconds: float = 1.0,
+        refine_factor: int = 10,
     ) -> None:
         import lancedb
 
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.ann_min_rows = ann_min_rows
+        self.refine_factor = refine_factor
         # Without an interval an open table never sees rows that another process (the signal
         # DAG) adds later, so a long-lived chat server would answer from a frozen snapshot.
         self._db = lancedb.connect(
@@ -277,6 +283,8 @@ class EmbeddedIndexStore:
             .select([*_FIELDS, "_distance"])
             .limit(n)
         )
+        if self.refine_factor:  # exact re-ranking of the quantized index's candidates
+            query = query.refine_factor(self.refine_factor)
         where = _where(filters)
         if where:
             query = query.where(where, prefilter=True)
