@@ -92,7 +92,11 @@ def main() -> None:
     started = time.perf_counter()
     chunks, matrix = build_corpus(settings.runbooks_path, args.chunks)
     workdir = Path(tempfile.mkdtemp(prefix="bench-search-"))
-    store = EmbeddedIndexStore(workdir, ann_min_rows=settings.embedded_ann_min_rows)
+    store = EmbeddedIndexStore(
+        workdir,
+        ann_min_rows=settings.embedded_ann_min_rows,
+        refine_factor=settings.embedded_refine_factor,
+    )
     version = store.create_version("bench", matrix.shape[1])
     for start in range(0, len(chunks), 10_000):
         store.upsert(version, chunks[start : start + 10_000])
