@@ -93,11 +93,13 @@ def build_index(data_dir: Path, env: dict[str, str]) -> None:
     )
 
 
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+def start_uvicorn(
+    app: str, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "uvicorn"),
-            "serving.app:app",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -107,9 +109,15 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             "warning",
         ],
         cwd=ROOT,
-        env={**os.environ, **env, "OPSASSIST_LOG_LEVEL": "WARNING"},
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+    )
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    return start_uvicorn(
+        "serving.app:app", port, {**os.environ, **env, "OPSASSIST_LOG_LEVEL": "WARNING"}
     )
 
 
@@ -297,25 +305,6 @@ async def measure_cache_hits(server: str, n: int) -> dict[str, Any]:
     }
 
 
-def start_instant_model(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "uvicorn"),
-            "benchmarks.instant_model:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def overhead_runs(
     env: dict[str, str], model: str, model_name: str, n: int, rounds: int, label: str
 ) -> tuple[list[dict[str, Any]], str, subprocess.Popen[bytes]]:
@@ -385,7 +374,7 @@ def main() -> None:
         log("building a small runbook index ...")
         build_index(work / "data", env)
     instant_port = free_port()
-    instant = start_instant_model(instant_port)
+    instant = start_uvicorn("benchmarks.instant_model:app", instant_port)
     processes: list[subprocess.Popen[bytes]] = [instant]
     try:
         # 1. the server's own overhead: a zero-latency upstream, so nothing else is in the

@@ -112,16 +112,24 @@ def hitl_responder(hitl: dict[str, Any] | None) -> str:
     return str(user)
 
 
-def record_airflow_rejection(store: AgentStore, action_id: str, who: str) -> bool:
-    """Move a pending action to rejected (answered in the Airflow UI) and audit it, once."""
-    moved = store.transition(
+def _airflow_decision(
+    store: AgentStore, action_id: str, who: str, to_status: str, **fields: Any
+) -> Action | None:
+    """Move a pending action to ``to_status`` as answered by ``who`` in the Airflow UI."""
+    return store.transition(
         action_id,
         ("pending",),
-        "rejected",
+        to_status,
         approved_by=who,
         approved_at=dt.datetime.now(dt.UTC),
         approval_via="airflow",
+        **fields,
     )
+
+
+def record_airflow_rejection(store: AgentStore, action_id: str, who: str) -> bool:
+    """Move a pending action to rejected (answered in the Airflow UI) and audit it, once."""
+    moved = _airflow_decision(store, action_id, who, "rejected")
     if moved:
         store.audit(actor=who, role="airflow", event="rejection", ok=True, action_id=action_id)
     return moved is not None
@@ -137,15 +145,7 @@ def record_airflow_approval(
     if not hitl_approved(hitl):
         record_airflow_rejection(store, action_id, who)
         raise ActionRefused(f"{action_id} rejected in Airflow by {who}")
-    moved = store.transition(
-        action_id,
-        ("pending",),
-        "approved",
-        approved_by=who,
-        approved_at=dt.datetime.now(dt.UTC),
-        approval_via="airflow",
-        dag_run_id=run_id,
-    )
+    moved = _airflow_decision(store, action_id, who, "approved", dag_run_id=run_id)
     if moved is None:
         _refuse(store, run_id, action_id, "approval_refused", f"{action_id} is no longer pending")
     store.audit(

@@ -174,18 +174,20 @@ def hybrid_search(
     want_semantic = query.mode in ("hybrid", "vector")
     if want_semantic and query.vector is None and embed is None:
         raise ValueError("vector and hybrid search need a query vector")
+
+    def vector() -> np.ndarray:
+        return query.vector if query.vector is not None else embed(query.text)  # type: ignore[misc]
+
     if want_lexical and want_semantic:
-        # Both backends release the GIL while searching (and torch while embedding): run the
-        # two lists concurrently.
+        # Both backends release the GIL while searching (and the encoders while embedding):
+        # run the two lists concurrently.
         pending = _POOL.submit(store.bm25, version, query.text, n, query.filters)
-        vector = query.vector if query.vector is not None else embed(query.text)  # type: ignore[misc]
-        semantic = store.knn(version, vector, n, query.filters)
+        semantic = store.knn(version, vector(), n, query.filters)
         lexical = pending.result()
     elif want_lexical:
         lexical = store.bm25(version, query.text, n, query.filters)
     elif want_semantic:
-        vector = query.vector if query.vector is not None else embed(query.text)  # type: ignore[misc]
-        semantic = store.knn(version, vector, n, query.filters)
+        semantic = store.knn(version, vector(), n, query.filters)
 
     rows = {r.id: r for r in semantic} | {r.id: r for r in lexical}
     bm25_rank = {r.id: i + 1 for i, r in enumerate(lexical)}

@@ -38,10 +38,10 @@ Template mining at scale: per-partition aggregates, merged exactly, mined once p
     dependent: templates mined on different subsets generalise differently and cannot be merged
     back into what one miner would find. Merging counts is exact, so the Spark job's templates
     (and documents) are identical to the streaming path's and to the single-process miner's on
-    the same lines. Pass two runs per (kind, group, block of about an hour), not per group, so a
-    busy service's day is spread over many tasks (:func:`window_blocks` says which windows each
-    block needs) (``tests/unit/test_history.py`` checks grouping accuracy on the loghub
-    samples; ``tests/integration/test_spark_history.py`` the documents).
+    the same lines (``tests/unit/test_history.py`` checks grouping accuracy on the loghub
+    samples; ``tests/integration/test_spark_history.py`` the documents). Pass two runs per
+    (kind, group, block of about an hour), not per group, so a busy service's day is spread
+    over many tasks; :func:`window_blocks` says which windows each block needs.
 """
 
 from __future__ import annotations
