@@ -194,6 +194,38 @@ async def ttft_sums(client: httpx.AsyncClient, server: str) -> dict[str, float]:
     return out
 
 
+def direct_request(
+    client: httpx.AsyncClient,
+    model: str,
+    model_name: str,
+    prompts: list[list[dict[str, str]]],
+    i: int,
+    max_tokens: int = MAX_TOKENS,
+) -> Awaitable[tuple[float, float | None]]:
+    body = {
+        "model": model_name,
+        "messages": prompts[i % len(prompts)],
+        "max_tokens": max_tokens,
+        "temperature": 0.2,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return ttft(client, f"{model}/openai/v1/chat/completions", body, {})
+
+
+def server_request(
+    client: httpx.AsyncClient, server: str, i: int, max_tokens: int = MAX_TOKENS
+) -> Awaitable[tuple[float, float | None]]:
+    body = {
+        "model": "opsassist",
+        "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "cache": False,
+    }
+    return ttft(client, f"{server}/v1/chat/completions", body, {"Authorization": f"Bearer {KEY}"})
+
+
 async def measure_overhead(
     server: str,
     model: str,
@@ -203,30 +235,16 @@ async def measure_overhead(
     concurrency: int,
     rounds: int,
 ) -> dict[str, Any]:
+    """At concurrency 1, ``n`` interleaved pairs; above, ``rounds`` bursts of ``concurrency``
+    requests sent at the same instant (direct, then through the server)."""
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        auth = {"Authorization": f"Bearer {KEY}"}
 
         def direct(i: int) -> Awaitable[tuple[float, float | None]]:
-            body = {
-                "model": model_name,
-                "messages": prompts[i % len(prompts)],
-                "max_tokens": MAX_TOKENS,
-                "temperature": 0.2,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
-            return ttft(client, f"{model}/openai/v1/chat/completions", body, {})
+            return direct_request(client, model, model_name, prompts, i)
 
         def through(i: int) -> Awaitable[tuple[float, float | None]]:
-            body = {
-                "model": "opsassist",
-                "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-                "max_tokens": MAX_TOKENS,
-                "stream": True,
-                "cache": False,
-            }
-            return ttft(client, f"{server}/v1/chat/completions", body, auth)
+            return server_request(client, server, i)
 
         await direct(0)  # warm both paths
         await through(0)
@@ -252,12 +270,76 @@ async def measure_overhead(
                 for got in await asyncio.gather(*(through(i) for i in batch)):
                     keep(server_ms, got)
         after = await ttft_sums(client, server)
-    count = after["server_count"] - before["server_count"]
-    internal = (
-        (after["server_sum"] - before["server_sum"]) - (after["model_sum"] - before["model_sum"])
-    ) / max(count, 1)
     result = {
         "concurrency": concurrency,
+        "mode": "sequential" if concurrency == 1 else "burst",
+        **_compare(direct_ms, server_ms, prep_ms),
+        "internal_overhead_mean_ms": _internal(before, after),
+    }
+    if concurrency == 1:  # paired: the overhead of each request against its direct twin
+        paired = [s - d for s, d in zip(server_ms, direct_ms, strict=True)]
+        result["paired_overhead"] = summary("paired overhead", paired)
+    return result
+
+
+async def measure_steady(
+    server: str,
+    model: str,
+    model_name: str,
+    prompts: list[list[dict[str, str]]],
+    streams: int,
+    per_stream: int,
+    tokens: int,
+    answer_s: float,
+) -> dict[str, Any]:
+    """``streams`` streams open at all times, as in a busy chat: each client asks, reads its
+    ``tokens``-token answer (about ``answer_s`` long) to the end and asks again, so a question
+    arrives while the others are being answered. Clients start at random points within one
+    answer's length; each client's first question is warm-up. Direct first, then through the
+    server, the same questions."""
+    import random
+
+    rng = random.Random(16)
+    delays = [rng.uniform(0, answer_s) for _ in range(streams)]
+    limits = httpx.Limits(max_connections=64)
+    prep_ms: list[float] = []
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+
+        async def one_client(c: int, through: bool) -> list[float]:
+            await asyncio.sleep(delays[c])
+            out: list[float] = []
+            for r in range(per_stream + 1):
+                i = c * (per_stream + 1) + r
+                if through:
+                    got = await server_request(client, server, i, tokens)
+                else:
+                    got = await direct_request(client, model, model_name, prompts, i, tokens)
+                if r:
+                    out.append(got[0] * 1000)
+                    if through and got[1] is not None:
+                        prep_ms.append(got[1])
+            return out
+
+        async def side(through: bool) -> list[float]:
+            runs = await asyncio.gather(*(one_client(c, through) for c in range(streams)))
+            return [ms for run in runs for ms in run]
+
+        direct_ms = await side(False)
+        before = await ttft_sums(client, server)
+        server_ms = await side(True)
+        after = await ttft_sums(client, server)
+    return {
+        "concurrency": streams,
+        "mode": f"steady ({tokens}-token answers, {answer_s:.2f} s each)",
+        **_compare(direct_ms, server_ms, prep_ms),
+        "internal_overhead_mean_ms": _internal(before, after),
+    }
+
+
+def _compare(
+    direct_ms: list[float], server_ms: list[float], prep_ms: list[float]
+) -> dict[str, Any]:
+    return {
         "direct": summary("direct model TTFT", direct_ms),
         "server": summary("through server TTFT", server_ms),
         "overhead_p50_ms": round(percentile(server_ms, 50) - percentile(direct_ms, 50), 2),
@@ -265,12 +347,16 @@ async def measure_overhead(
         "ratio_p50": round(percentile(server_ms, 50) / percentile(direct_ms, 50), 3),
         # per request, measured by the server itself (no model-server noise):
         "prep": summary("server prep until model call", prep_ms),
-        "internal_overhead_mean_ms": round(internal * 1000, 2),
     }
-    if concurrency == 1:  # paired: the overhead of each request against its direct twin
-        paired = [s - d for s, d in zip(server_ms, direct_ms, strict=True)]
-        result["paired_overhead"] = summary("paired overhead", paired)
-    return result
+
+
+def _internal(before: dict[str, float], after: dict[str, float]) -> float:
+    """The server's own mean TTFT(server stage) - TTFT(model stage) over the requests between."""
+    count = after["server_count"] - before["server_count"]
+    internal = (
+        (after["server_sum"] - before["server_sum"]) - (after["model_sum"] - before["model_sum"])
+    ) / max(count, 1)
+    return round(internal * 1000, 2)
 
 
 async def measure_cache_hits(server: str, n: int) -> dict[str, Any]:
@@ -306,10 +392,17 @@ async def measure_cache_hits(server: str, n: int) -> dict[str, Any]:
 
 
 def overhead_runs(
-    env: dict[str, str], model: str, model_name: str, n: int, rounds: int, label: str
+    env: dict[str, str],
+    model: str,
+    model_name: str,
+    n: int,
+    rounds: int,
+    label: str,
+    steady: tuple[int, int, float] | None = None,
 ) -> tuple[list[dict[str, Any]], str, subprocess.Popen[bytes]]:
-    """A chat server in front of ``model``; TTFT pairs at 1 and 16 streams. The server is left
-    running (returned) for further measurements; the caller stops it."""
+    """A chat server in front of ``model``; TTFT at 1 stream, in bursts of 16 and, given
+    ``steady`` = (requests per stream, tokens per answer, answer seconds), with 16 streams open
+    at all times. The server is left running (returned); the caller stops it."""
     env = env | {"OPSASSIST_MODEL_SERVER_URL": model}
     port = free_port()
     process = start_server(env, port)
@@ -324,6 +417,11 @@ def overhead_runs(
         )
         result["upstream"] = label
         results.append(result)
+    if steady is not None:
+        log(f"{label}: TTFT with 16 streams open at all times ...")
+        result = asyncio.run(measure_steady(base, model, model_name, prompts, 16, *steady))
+        result["upstream"] = label
+        results.append(result)
     return results, base, process
 
 
@@ -336,6 +434,21 @@ def main() -> None:
     )
     parser.add_argument(
         "--instant-rounds", type=int, default=8, help="batches of 16, instant upstream"
+    )
+    parser.add_argument(
+        "--steady-per-stream",
+        type=int,
+        default=12,
+        help="questions per client with 16 streams open at all times, instant upstream (0: skip)",
+    )
+    parser.add_argument(
+        "--steady-tokens", type=int, default=64, help="tokens per answer in the steady run"
+    )
+    parser.add_argument(
+        "--token-seconds",
+        type=float,
+        default=0.02,
+        help="the instant upstream's pace after its first token (0.02: 50 tokens/s)",
     )
     parser.add_argument("--hits", type=int, default=200, help="cache-hit requests")
     parser.add_argument("--data-dir", type=Path, help="an already built data dir (skip indexing)")
@@ -374,7 +487,15 @@ def main() -> None:
         log("building a small runbook index ...")
         build_index(work / "data", env)
     instant_port = free_port()
-    instant = start_uvicorn("benchmarks.instant_model:app", instant_port)
+    instant = start_uvicorn(
+        "benchmarks.instant_model:app",
+        instant_port,
+        {**os.environ, "INSTANT_TOKEN_SECONDS": str(args.token_seconds)},
+    )
+    steady = None
+    if args.steady_per_stream > 0:
+        answer_s = args.steady_tokens * args.token_seconds
+        steady = (args.steady_per_stream, args.steady_tokens, answer_s)
     processes: list[subprocess.Popen[bytes]] = [instant]
     try:
         # 1. the server's own overhead: a zero-latency upstream, so nothing else is in the
@@ -386,6 +507,7 @@ def main() -> None:
             args.instant_n,
             args.instant_rounds,
             "instant upstream",
+            steady,
         )
         processes.append(server)
         server.terminate()
@@ -428,11 +550,13 @@ def print_overhead(result: dict[str, Any]) -> None:
     if c == 1:
         print(f"--- upstream: {result['upstream']}")
         print(f"{'measure':44} {'p50 ms':>9} {'p95 ms':>9} {'mean ms':>9}")
+    if c > 1:
+        print(f"  x{c}, {result['mode']}:")
     for key in ("direct", "server", "paired_overhead", "prep"):
         if key in result:
             _row(result[key], f" (x{c})")
     print(
-        f"  overhead x{c}: p50 {result['overhead_p50_ms']} ms, "
+        f"  overhead x{c} {result['mode']}: p50 {result['overhead_p50_ms']} ms, "
         f"p95 {result['overhead_p95_ms']} ms; server/direct TTFT p50 ratio "
         f"{result['ratio_p50']} (target: overhead p95 <= 30 ms)\n"
         f"  server-measured: TTFT(server stage) - TTFT(model stage), mean "

@@ -1,25 +1,31 @@
 """A zero-latency OpenAI-compatible model endpoint for ``benchmarks/chat_server.py``.
 
-It answers ``/openai/v1/models`` and streams ``/openai/v1/chat/completions`` at once (a role
-chunk, one content token, the finish chunk, ``[DONE]``), so the time to first token through the
-chat server minus the time directly is the server's own overhead, without the real model's
-prefill jitter (hundreds of ms on a busy CPU) in the difference. It stands in for KServe only in
-that measurement; the real model server is measured beside it.
+It answers ``/openai/v1/models`` and streams ``/openai/v1/chat/completions`` with the first
+token at once (a role chunk, the tokens, the finish chunk, ``[DONE]``), so the time to first token
+through the chat server minus the time directly is the server's own overhead, without the real
+model's prefill jitter (hundreds of ms on a busy CPU) in the difference. It stands in for KServe
+only in that measurement; the real model server is measured beside it.
 
-    .venv/bin/uvicorn benchmarks.instant_model:app --port 18099
+By default one token. With ``INSTANT_TOKEN_SECONDS`` > 0 it streams ``max_tokens`` tokens that
+far apart (a decoding model's pace), so that many streams are open at the same time.
+
+    INSTANT_TOKEN_SECONDS=0.02 .venv/bin/uvicorn benchmarks.instant_model:app --port 18099
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 MODEL = "smollm2-135m-instruct"
+TOKEN_SECONDS = float(os.environ.get("INSTANT_TOKEN_SECONDS", "0"))
 app = FastAPI()
 
 
@@ -41,12 +47,16 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> str:
 
 @app.post("/openai/v1/chat/completions")
 async def chat(request: Request) -> StreamingResponse:
-    await request.body()
+    body = await request.json()
+    tokens = int(body.get("max_tokens") or 1) if TOKEN_SECONDS > 0 else 1
 
-    def events() -> Iterator[str]:
+    async def events() -> AsyncIterator[str]:
         yield _chunk({"role": "assistant"})
-        yield _chunk({"content": "ok"})
-        yield _chunk({}, "stop")
+        for n in range(tokens):
+            if n:
+                await asyncio.sleep(TOKEN_SECONDS)
+            yield _chunk({"content": "ok "})
+        yield _chunk({}, "length" if tokens > 1 else "stop")
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         "neighbours and re-ranks them by exact distance (its scalar-quantized index alone misses "
         "near-duplicates, e.g. windows of one log template); 0 = off.",
     )
+    embedded_memory_max_rows: int = Field(
+        default=20_000,
+        ge=0,
+        description="Index versions up to this many rows (without an HNSW index) are vector-"
+        "searched exactly in memory: same ranking, without LanceDB's per-query cost; 0 = off.",
+    )
     embedded_read_consistency_seconds: float = Field(
         default=1.0,
         description="How stale a long-lived embedded reader (the chat server) may be: it re-checks "
@@ -292,6 +298,12 @@ class Settings(BaseSettings):
     )
     history_spark_master: str = Field(
         default="local[*]", description="Spark master of the history job when none is given."
+    )
+    history_split_mb: int = Field(
+        default=16,
+        ge=1,
+        description="Input split of the history job: archived bytes per parse task. Splits "
+        "depend on the data only, not on the cores, so any master does the same work.",
     )
     history_spark_conn_id: str = Field(
         default="spark_default",

@@ -26,6 +26,7 @@ def get_index_store(settings: Settings) -> IndexStore:
         settings.embedded_ann_min_rows,
         read_consistency_seconds=settings.embedded_read_consistency_seconds,
         refine_factor=settings.embedded_refine_factor,
+        memory_max_rows=settings.embedded_memory_max_rows,
     )
 
 

@@ -45,14 +45,21 @@ def _chunk(
     return chunk
 
 
-@pytest.fixture(params=["embedded", pytest.param("opensearch", marks=pytest.mark.services)])
+@pytest.fixture(
+    params=[
+        "embedded",
+        "embedded-lancedb-knn",  # vector search by LanceDB itself, not the in-memory matrix
+        pytest.param("opensearch", marks=pytest.mark.services),
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexStore]:
     if request.param == "opensearch":
         yield from opensearch_store()
         return
     from opsassist.index.embedded import EmbeddedIndexStore
 
-    yield EmbeddedIndexStore(tmp_path / "index")
+    memory_max_rows = 0 if request.param == "embedded-lancedb-knn" else 20_000
+    yield EmbeddedIndexStore(tmp_path / "index", memory_max_rows=memory_max_rows)
 
 
 def test_build_promote_and_search(store: IndexStore) -> None:
@@ -145,6 +152,55 @@ def test_filters_on_source_type_and_time(store: IndexStore) -> None:
     assert hits[0].timestamp is not None and hits[0].timestamp.startswith("2026-11-25T11:55")
 
 
+def test_in_memory_vector_search_ranks_as_lancedb_does(tmp_path: Path) -> None:
+    """Small tables are vector-searched in memory: same ids, order and scores as LanceDB's own
+    exact search on the same table, with every filter (including missing end times and
+    sub-second bounds), and a write is seen at once."""
+    from opsassist.index.embedded import EmbeddedIndexStore
+
+    root = tmp_path / "index"
+    lancedb_only = EmbeddedIndexStore(root, memory_max_rows=0)
+    in_memory = EmbeddedIndexStore(root)
+    base = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+    chunks = []
+    for i in range(300):
+        kind = ("runbook", "log", "metric")[i % 3]
+        when = None if kind == "runbook" else base + dt.timedelta(seconds=7.25 * i)
+        chunk = _chunk(f"s{i % 7}", f"text {i}", 1000 + i, kind, when)
+        if i % 2 and when is not None:
+            chunk.end_timestamp = when + dt.timedelta(seconds=30)
+        chunks.append(chunk)
+    version = lancedb_only.create_version("idx", DIM)
+    lancedb_only.upsert(version, chunks)
+    lancedb_only.finalize(version)
+    rng = np.random.default_rng(7)
+    since = base + dt.timedelta(seconds=400.5)
+    filter_sets = [
+        Filters(),
+        Filters(source_types=("log", "metric")),
+        Filters(sources=("s1", "s3")),
+        Filters(since=since),
+        Filters(until=since + dt.timedelta(seconds=600)),
+        Filters(source_types=("log",), since=since, until=since + dt.timedelta(minutes=20)),
+    ]
+    for filters in filter_sets:
+        for _ in range(5):
+            query = rng.standard_normal(DIM).astype(np.float32)
+            want = lancedb_only.knn(version, query, 20, filters)
+            got = in_memory.knn(version, query, 20, filters)
+            assert want, filters
+            assert [r.id for r in got] == [r.id for r in want], filters
+            assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-5)
+            fields = [{k: v for k, v in r.row.items() if k != "_distance"} for r in want]
+            assert [r.row for r in got] == fields
+    assert in_memory._memory.get(version) is not None  # the matrix was used, not LanceDB
+
+    newest = _chunk("s9", "a new signal", 5000, "log", base)
+    in_memory.upsert(version, [newest])
+    hit = in_memory.knn(version, np.array(newest.vector), 1, Filters())
+    assert [r.id for r in hit] == [newest.id]
+
+
 def test_long_lived_embedded_reader_sees_rows_written_by_another_process(tmp_path: Path) -> None:
     """The chat server keeps one store open for hours while the signal DAG appends rows from
     another process: its searches must catch up within the read-consistency interval."""
@@ -179,6 +235,11 @@ store.upsert({version!r}, [_chunk("b.log", "kernel panic on node two", 2, "log")
         time.sleep(0.2)
         hits = hybrid_search(reader, "signals", query)
     assert [h.source for h in hits] == ["b.log"]
+    # and its vector search (in memory for a table this small) sees the new row too
+    new_vector = np.array(_chunk("b.log", "kernel panic on node two", 2, "log").vector)
+    by_vector = Query(text="", vector=new_vector, k=1, mode="vector")
+    nearest = hybrid_search(reader, "signals", by_vector)
+    assert [h.source for h in nearest] == ["b.log"]
 
 
 def test_embedded_ann_index_keeps_exact_recall_on_near_duplicates(tmp_path: Path) -> None:

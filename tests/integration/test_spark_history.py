@@ -80,7 +80,8 @@ def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
     command += ["--date", first, "--end-date", second, "--output", str(tmp_path / "out")]
     result = subprocess.run(
         command,
-        env=spark_env(data_dir, days.archive),
+        # 1 MB input splits: several partitions' partial aggregates to merge per window
+        env=spark_env(data_dir, days.archive, OPSASSIST_HISTORY_SPLIT_MB="1"),
         capture_output=True,
         text=True,
         timeout=900,
@@ -89,6 +90,7 @@ def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
     summaries = day_summaries(result.stdout)
     assert [s["day"] for s in summaries] == [first, second]
     assert {s["master"] for s in summaries} == {"local[2]"}  # spark-submit's --master stands
+    assert all(s["splits"] >= 4 for s in summaries), [s["splits"] for s in summaries]
     assert summaries[0]["rejected"] == stream_rejected  # dead-lettered by day one's run only
     assert summaries[1]["rejected"] == {}
     letters = list((data_dir / "history" / "deadletter" / f"date={first}").glob("part-*"))

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,10 @@ def _where(filters: Filters) -> str | None:
     if filters.sources:
         clauses.append(f"source IN ({', '.join(_quote(s) for s in filters.sources)})")
     if filters.since is not None:
-        since = filters.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        since = filters.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         clauses.append(f"coalesce(end_timestamp, timestamp) >= timestamp '{since}'")
     if filters.until is not None:
-        until = filters.until.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        until = filters.until.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         clauses.append(f"timestamp <= timestamp '{until}'")
     return " AND ".join(clauses) or None
 
@@ -97,6 +98,7 @@ class EmbeddedIndexStore:
         *,
         read_consistency_seconds: float = 1.0,
         refine_factor: int = 10,
+        memory_max_rows: int = 20_000,
     ) -> None:
         import lancedb
 
@@ -104,6 +106,8 @@ class EmbeddedIndexStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.ann_min_rows = ann_min_rows
         self.refine_factor = refine_factor
+        self.memory_max_rows = memory_max_rows
+        self._read_consistency = read_consistency_seconds
         # Without an interval an open table never sees rows that another process (the signal
         # DAG) adds later, so a long-lived chat server would answer from a frozen snapshot.
         self._db = lancedb.connect(
@@ -112,6 +116,8 @@ class EmbeddedIndexStore:
         )
         self._tables: dict[str, Any] = {}
         self._tables_lock = threading.Lock()
+        self._memory: dict[str, _MemoryVectors | None] = {}  # None: too big to hold in memory
+        self._memory_lock = threading.Lock()
         self._aliases_path = root / "aliases.json"
         self._aliases_cache: tuple[float, dict[str, str]] = (-1.0, {})
 
@@ -190,6 +196,7 @@ class EmbeddedIndexStore:
             raise ValueError(f"refusing to drop {version}: an alias points at it")
         with self._tables_lock:
             self._tables.pop(version, None)
+        self._forget(version)
         self._db.drop_table(version)
 
     # --- writes ----------------------------------------------------------------------------------
@@ -210,6 +217,7 @@ class EmbeddedIndexStore:
             self.delete(version, ids)
             table.add(pa.Table.from_pylist(good, schema=chunk_schema(dimension)))
             report.written = len(good)
+            self._forget(version)
         return report
 
     def delete(self, version: str, ids: Sequence[str]) -> int:
@@ -220,6 +228,7 @@ class EmbeddedIndexStore:
         for start in range(0, len(ids), 1000):
             batch = ids[start : start + 1000]
             table.delete(f"id IN ({', '.join(_quote(i) for i in batch)})")
+        self._forget(version)
         return int(before - table.count_rows())
 
     def finalize(self, version: str) -> None:
@@ -276,9 +285,13 @@ class EmbeddedIndexStore:
         return [RankedRow(id=r["id"], score=float(r.get("_score", 0.0)), row=r) for r in rows]
 
     def knn(self, target: str, vector: np.ndarray, n: int, filters: Filters) -> list[RankedRow]:
+        query_vector = np.asarray(vector, dtype=np.float32)
+        memory = self._vectors_in_memory(target)
+        if memory is not None:
+            return memory.knn(query_vector, n, filters)
         table = self._table(target)
         query = (
-            table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
+            table.search(query_vector, vector_column_name="vector")
             .distance_type("cosine")
             .select([*_FIELDS, "_distance"])
             .limit(n)
@@ -293,5 +306,105 @@ class EmbeddedIndexStore:
             RankedRow(id=r["id"], score=1.0 - float(r.get("_distance", 1.0)), row=r) for r in rows
         ]
 
+    # --- exact vector search in memory ------------------------------------------------------
+    # A LanceDB query costs milliseconds of CPU whatever the table size (planning, its thread
+    # pools), which is most of a chat request on a small CPU. A table small enough to search
+    # exactly is held as a normalized matrix instead: the same exact cosine ranking LanceDB's flat
+    # search gives without an ANN index, for a matrix product. It is reloaded when the table's
+    # version moves (another process appended rows), checked at most once per read-consistency
+    # interval: the staleness LanceDB itself allows.
+    def _vectors_in_memory(self, version: str) -> _MemoryVectors | None:
+        if self.memory_max_rows <= 0:
+            return None
+        with self._memory_lock:
+            now = time.monotonic()
+            held = self._memory.get(version, _UNLOADED)
+            if held is None or (
+                isinstance(held, _MemoryVectors) and now - held.checked < self._read_consistency
+            ):
+                return held
+            table = self._table(version)
+            table_version = int(table.version)
+            if isinstance(held, _MemoryVectors) and held.table_version == table_version:
+                held.checked = now
+                return held
+            ann = any("vector" in index.columns for index in table.list_indices())
+            if ann or table.count_rows() > self.memory_max_rows:
+                fresh = None  # large or ANN-indexed: LanceDB searches it
+            else:
+                fresh = _MemoryVectors(table.to_arrow(), table_version, now)
+            self._memory[version] = fresh
+            return fresh
+
+    def _forget(self, version: str) -> None:
+        with self._memory_lock:
+            self._memory.pop(version, None)
+
     def ping(self) -> bool:
         return self.root.exists()
+
+
+_UNLOADED = object()
+
+
+class _MemoryVectors:
+    """One table version's rows and unit vectors, searched exactly with numpy."""
+
+    def __init__(self, data: pa.Table, table_version: int, checked: float) -> None:
+        self.table_version = table_version
+        self.checked = checked
+        self.rows = data.select(_FIELDS)
+        matrix = np.asarray(
+            data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+            dtype=np.float32,
+        ).reshape(data.num_rows, -1)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        self.matrix = matrix / np.where(norms == 0, 1.0, norms)
+        self.source_type = np.asarray(data.column("source_type").to_pylist(), dtype=object)
+        self.source = np.asarray(data.column("source").to_pylist(), dtype=object)
+        start = _epoch_us(data.column("timestamp"))
+        end = _epoch_us(data.column("end_timestamp"))
+        self.start = start
+        self.start_or_end = np.where(np.isnan(end), start, end)  # coalesce(end, start)
+
+    def mask(self, filters: Filters) -> np.ndarray | None:
+        """Rows the filters keep (SQL semantics: a comparison with a missing time is false)."""
+        keep = np.ones(self.rows.num_rows, dtype=bool)
+        if filters.source_types:
+            keep &= np.isin(self.source_type, list(filters.source_types))
+        if filters.sources:
+            keep &= np.isin(self.source, list(filters.sources))
+        if filters.since is not None:
+            keep &= self.start_or_end >= _microseconds(filters.since)
+        if filters.until is not None:
+            keep &= self.start <= _microseconds(filters.until)
+        return None if keep.all() else keep
+
+    def knn(self, vector: np.ndarray, n: int, filters: Filters) -> list[RankedRow]:
+        norm = float(np.linalg.norm(vector))
+        scores = self.matrix @ (vector / norm if norm else vector)
+        candidates = np.arange(len(scores))
+        keep = self.mask(filters)
+        if keep is not None:
+            candidates = candidates[keep]
+            scores = scores[keep]
+        if len(candidates) > n:
+            top = np.argpartition(-scores, n - 1)[:n]
+            candidates, scores = candidates[top], scores[top]
+        order = np.argsort(-scores, kind="stable")
+        rows = self.rows.take(candidates[order]).to_pylist()
+        return [
+            RankedRow(id=row["id"], score=float(score), row=row)
+            for row, score in zip(rows, scores[order], strict=True)
+        ]
+
+
+def _epoch_us(column: pa.ChunkedArray) -> np.ndarray:
+    """Microseconds since the epoch as floats, NaN where missing (NaN compares false)."""
+    values = column.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _microseconds(moment: dt.datetime) -> float:
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (moment.astimezone(dt.UTC) - epoch) // dt.timedelta(microseconds=1)
