@@ -41,9 +41,29 @@ def summary(name: str, millis: Sequence[float]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
+    """Where the figures were taken, with the speed of one core right now (shared virtual
+    machines vary from day to day: compare figures across runs against this)."""
     import os
 
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "host": platform.node()}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "host": platform.node(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "core_speed_ms": core_speed_ms(),
+    }
+
+
+def core_speed_ms(n: int = 2_000_000) -> float:
+    """Milliseconds for a fixed pure-Python loop (best of three): lower is a faster core."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(n):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
 
 
 def emit(result: dict[str, Any], as_json: bool) -> None:

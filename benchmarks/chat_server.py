@@ -531,6 +531,7 @@ def main() -> None:
     if args.json:
         emit(report, True)
         return
+    print(f"machine: {report['machine']}")
     for result in results:
         print_overhead(result)
     for key in ("server_side", "client_side", "baseline"):

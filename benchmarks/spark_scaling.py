@@ -83,7 +83,9 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def spark_run(archive: Path, data_dir: Path, master: str) -> dict[str, Any]:
+def spark_run(
+    archive: Path, data_dir: Path, master: str, java_options: str = ""
+) -> dict[str, Any]:
     env = os.environ | {
         "OPSASSIST_DATA_DIR": str(data_dir),
         "OPSASSIST_HISTORY_ARCHIVE_URI": str(archive),
@@ -92,7 +94,10 @@ def spark_run(archive: Path, data_dir: Path, master: str) -> dict[str, Any]:
         "PYSPARK_PYTHON": sys.executable,
     }
     command = [str(Path(sys.executable).parent / "spark-submit"), "--master", master]
-    command += ["--driver-memory", "2g", str(ROOT / "spark_jobs" / "signals_history.py")]
+    command += ["--driver-memory", "2g"]
+    if java_options:
+        command += ["--driver-java-options", java_options]
+    command += [str(ROOT / "spark_jobs" / "signals_history.py")]
     command += ["--date", DAY.isoformat(), "--kinds", "logs"]
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=7200)
@@ -159,15 +164,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--baseline-lines", type=int, default=200_000)
+    parser.add_argument(
+        "--java-options", default="", help="spark-submit --driver-java-options for both runs"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result: dict[str, Any] = {"machine": machine(), "load_before": load()}
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "load_before": load(),
+        "java_options": args.java_options,
+    }
     with tempfile.TemporaryDirectory(prefix="opsassist-spark-bench-") as tmp:
         root = Path(tmp)
         archive = write_archive(root / "input", args.lines)
         result["baseline_single_process"] = single_process(archive, args.baseline_lines)
-        one = spark_run(archive, root / "data1", "local[1]")
-        two = spark_run(archive, root / "data2", "local[2]")
+        one = spark_run(archive, root / "data1", "local[1]", args.java_options)
+        two = spark_run(archive, root / "data2", "local[2]", args.java_options)
     result["local_1"], result["local_2"] = one, two
     result["scaling_ratio"] = round(two["lines_per_s"] / one["lines_per_s"], 2)
     result["scaling_ratio_parse"] = round(two["parse_lines_per_s"] / one["parse_lines_per_s"], 2)
@@ -178,6 +190,7 @@ def main() -> None:
     if args.json:
         return
     base = result["baseline_single_process"]
+    print(f"machine: {result['machine']}")
     print(f"load average before {result['load_before']}, after {result['load_after']}")
     print(f"baseline, one process without Spark: {base['lines_per_s']} lines/s "
           f"({base['lines']} lines)")  # fmt: skip
