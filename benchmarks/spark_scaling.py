@@ -83,9 +83,7 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def spark_run(
-    archive: Path, data_dir: Path, master: str, java_options: str = ""
-) -> dict[str, Any]:
+def spark_run(archive: Path, data_dir: Path, master: str, java_options: str = "") -> dict[str, Any]:
     env = os.environ | {
         "OPSASSIST_DATA_DIR": str(data_dir),
         "OPSASSIST_HISTORY_ARCHIVE_URI": str(archive),
