@@ -49,9 +49,16 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "host": platform.node(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
         "core_speed_ms": core_speed_ms(),
     }
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: other work sharing the cores."""
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def core_speed_ms(n: int = 2_000_000) -> float:

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import emit, machine
+from benchmarks._common import emit, load_average, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGHUB = ROOT.parent / "shared" / "corpora" / "loghub"
@@ -77,10 +77,6 @@ def write_archive(root: Path, lines: int) -> Path:
         for handle in handles.values():
             handle.close()
     return root / "archive"
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def spark_run(archive: Path, data_dir: Path, master: str, java_options: str = "") -> dict[str, Any]:
@@ -126,7 +122,7 @@ def spark_run(archive: Path, data_dir: Path, master: str, java_options: str = ""
         "startup_s": round(wall - float(summary["seconds"]), 2),
         "wall_s": round(wall, 2),
         "end_to_end_lines_per_s": round(lines / wall),
-        "load_after": load(),
+        "load_after": load_average(),
     }
 
 
@@ -169,7 +165,7 @@ def main() -> None:
     args = parser.parse_args()
     result: dict[str, Any] = {
         "machine": machine(),
-        "load_before": load(),
+        "load_before": load_average(),
         "java_options": args.java_options,
     }
     with tempfile.TemporaryDirectory(prefix="opsassist-spark-bench-") as tmp:
@@ -183,7 +179,7 @@ def main() -> None:
     result["scaling_ratio_parse"] = round(two["parse_lines_per_s"] / one["parse_lines_per_s"], 2)
     result["scaling_ratio_documents"] = round(one["documents_s"] / two["documents_s"], 2)
     result["scaling_ratio_end_to_end"] = round(one["wall_s"] / two["wall_s"], 2)
-    result["load_after"] = load()
+    result["load_after"] = load_average()
     emit(result, args.json)
     if args.json:
         return
