@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from opsassist.documents import Chunk, make_chunk
-from opsassist.index.base import Filters, IndexStore, IndexUnavailableError, Query, hybrid_search
+from opsassist.index.base import (
+    Filters,
+    IndexStore,
+    IndexUnavailableError,
+    Query,
+    RankedRow,
+    hybrid_search,
+)
 from tests.integration.opensearch_fixtures import opensearch_store
 
 DIM = 8
@@ -48,7 +55,7 @@ def _chunk(
 @pytest.fixture(
     params=[
         "embedded",
-        "embedded-lancedb-knn",  # vector search by LanceDB itself, not the in-memory matrix
+        "embedded-lancedb",  # searched by LanceDB itself, not the in-memory copy
         pytest.param("opensearch", marks=pytest.mark.services),
     ]
 )
@@ -58,7 +65,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexStore
         return
     from opsassist.index.embedded import EmbeddedIndexStore
 
-    memory_max_rows = 0 if request.param == "embedded-lancedb-knn" else 20_000
+    memory_max_rows = 0 if request.param == "embedded-lancedb" else 20_000
     yield EmbeddedIndexStore(tmp_path / "index", memory_max_rows=memory_max_rows)
 
 
@@ -199,6 +206,98 @@ def test_in_memory_vector_search_ranks_as_lancedb_does(tmp_path: Path) -> None:
     in_memory.upsert(version, [newest])
     hit = in_memory.knn(version, np.array(newest.vector), 1, Filters())
     assert [r.id for r in hit] == [newest.id]
+
+
+def _runbook_paragraphs(limit: int) -> list[str]:
+    """Real prose with real vocabulary: paragraphs of the shipped runbooks."""
+    root = Path(__file__).resolve().parents[2] / "include/opsassist/corpora/runbooks"
+    paragraphs: list[str] = []
+    for path in sorted(root.rglob("*.md")):
+        paragraphs += [p.strip() for p in path.read_text().split("\n\n") if len(p.strip()) > 40]
+    return paragraphs[:limit]
+
+
+def _same_ranking(got: list[RankedRow], want: list[RankedRow]) -> None:
+    """Same ids and scores (float32 precision), in the same order except within groups of equal
+    scores, whose order LanceDB leaves undefined."""
+    assert [r.score for r in got] == pytest.approx([r.score for r in want], rel=1e-5)
+    start = 0
+    for end in range(1, len(want) + 1):
+        if end == len(want) or want[end].score < want[start].score * (1 - 1e-5):
+            assert {r.id for r in got[start:end]} == {r.id for r in want[start:end]}
+            start = end
+
+
+def test_in_memory_bm25_scores_as_lancedb_does(tmp_path: Path) -> None:
+    """A finalized small table is BM25-searched in memory: the same matches and scores as
+    LanceDB's full-text index on real runbook prose, for natural, random, odd (quotes, case,
+    accents, repeated words, stop words only) queries under every filter. A write makes LanceDB
+    answer again (its index no longer holds the table's rows) until the next finalize."""
+    import random
+
+    from opsassist.index.embedded import EmbeddedIndexStore
+
+    root = tmp_path / "index"
+    lancedb_only = EmbeddedIndexStore(root, memory_max_rows=0, read_consistency_seconds=0)
+    in_memory = EmbeddedIndexStore(root)
+    base = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+    paragraphs = _runbook_paragraphs(240)
+    chunks = []
+    for i, text in enumerate(paragraphs):
+        kind = ("runbook", "log", "metric")[i % 3]
+        when = None if kind == "runbook" else base + dt.timedelta(seconds=7.25 * i)
+        chunks.append(_chunk(f"s{i % 7}", text, i, kind, when))
+    version = lancedb_only.create_version("idx", DIM)
+    lancedb_only.upsert(version, chunks)
+    lancedb_only.finalize(version)
+
+    words = " ".join(paragraphs).split()
+    rng = random.Random(3)
+    queries = [
+        "why does my pod keep crash looping?",
+        "etcd has no leader",
+        "node node disk full pressure",
+        "Alertmanager FAILS to send notifications!!",
+        '"crash loop" in the kube-apiserver',
+        "kube_pod_container_status_restarts_total > 0",
+        "ÉTCD Leader élection über",
+        "the of and",
+        "zzzz-not-a-word",
+    ] + [" ".join(rng.sample(words, rng.randint(1, 7))) for _ in range(40)]
+    since = base + dt.timedelta(seconds=400.5)
+    filter_sets = [
+        Filters(),
+        Filters(source_types=("log", "metric")),
+        Filters(sources=("s1", "s3")),
+        Filters(since=since, until=since + dt.timedelta(minutes=10)),
+    ]
+    matched = 0
+    for filters in filter_sets:
+        for text in queries:
+            want = lancedb_only.bm25(version, text, 1000, filters)
+            got = in_memory.bm25(version, text, 1000, filters)
+            _same_ranking(got, want)
+            fields = {r.id: {k: v for k, v in r.row.items() if k != "_score"} for r in want}
+            assert {r.id: {k: v for k, v in r.row.items() if k != "_score"} for r in got} == fields
+            top = in_memory.bm25(version, text, 5, filters)
+            assert [r.id for r in top] == [r.id for r in got[:5]]
+            matched += len(want)
+    assert matched > 1000
+    held = in_memory._memory.get(version)
+    assert held is not None and held.bm25 is not None  # the in-memory index answered
+
+    newest = _chunk("s9", "quasar flux capacitor overheating", 5000, "log", base)
+    in_memory.upsert(version, [newest, chunks[0]])  # a new row and a rewritten one (deleted)
+    assert [r.id for r in in_memory.bm25(version, "quasar flux", 5, Filters())] == [newest.id]
+    held = in_memory._memory.get(version)
+    assert held is not None and held.bm25 is None  # not finalized since: LanceDB answered
+    in_memory.finalize(version)
+    for text in [*queries[:5], "quasar flux"]:
+        got = in_memory.bm25(version, text, 1000, Filters())
+        _same_ranking(got, lancedb_only.bm25(version, text, 1000, Filters()))
+    held = in_memory._memory.get(version)
+    assert held is not None and held.bm25 is not None
+    assert got[0].id == newest.id
 
 
 def test_long_lived_embedded_reader_sees_rows_written_by_another_process(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import math
 import os
 import threading
 import time
@@ -116,7 +117,7 @@ class EmbeddedIndexStore:
         )
         self._tables: dict[str, Any] = {}
         self._tables_lock = threading.Lock()
-        self._memory: dict[str, _MemoryVectors | None] = {}  # None: too big to hold in memory
+        self._memory: dict[str, _MemoryTable | None] = {}  # None: too big to hold in memory
         self._memory_lock = threading.Lock()
         self._aliases_path = root / "aliases.json"
         self._aliases_cache: tuple[float, dict[str, str]] = (-1.0, {})
@@ -243,6 +244,8 @@ class EmbeddedIndexStore:
         table.create_index("id", replace=True)
         if rows >= self.ann_min_rows:
             table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=True)
+        _tag(table, _BM25_EXACT_TAG, int(table.version))
+        self._forget(version)
 
     # --- reads -----------------------------------------------------------------------------------
     def count(self, version: str) -> int:
@@ -267,9 +270,14 @@ class EmbeddedIndexStore:
         return [Chunk.from_record(row) for row in rows]
 
     def bm25(self, target: str, text: str, n: int, filters: Filters) -> list[RankedRow]:
+        memory = self._in_memory(target)
+        if memory is not None and memory.bm25 is not None:
+            return memory.bm25_search(text, n, filters)
         table = self._table(target)
+        # LanceDB reads a double-quoted query as a phrase query, which needs token positions the
+        # index does not keep (an error). The tokenizer drops quotes anyway: same tokens without.
         query = (
-            table.search(text, query_type="fts", fts_columns="text")
+            table.search(text.replace('"', " "), query_type="fts", fts_columns="text")
             .select([*_FIELDS, "_score"])
             .limit(n)
         )
@@ -286,8 +294,8 @@ class EmbeddedIndexStore:
 
     def knn(self, target: str, vector: np.ndarray, n: int, filters: Filters) -> list[RankedRow]:
         query_vector = np.asarray(vector, dtype=np.float32)
-        memory = self._vectors_in_memory(target)
-        if memory is not None:
+        memory = self._in_memory(target)
+        if memory is not None and memory.matrix is not None:
             return memory.knn(query_vector, n, filters)
         table = self._table(target)
         query = (
@@ -306,33 +314,42 @@ class EmbeddedIndexStore:
             RankedRow(id=r["id"], score=1.0 - float(r.get("_distance", 1.0)), row=r) for r in rows
         ]
 
-    # --- exact vector search in memory ------------------------------------------------------
+    # --- small tables searched in memory ------------------------------------------------------
     # A LanceDB query costs milliseconds of CPU whatever the table size (planning, its thread
-    # pools), which is most of a chat request on a small CPU. A table small enough to search
-    # exactly is held as a normalized matrix instead: the same exact cosine ranking LanceDB's flat
-    # search gives without an ANN index, for a matrix product. It is reloaded when the table's
-    # version moves (another process appended rows), checked at most once per read-consistency
-    # interval: the staleness LanceDB itself allows.
-    def _vectors_in_memory(self, version: str) -> _MemoryVectors | None:
+    # pools), which is most of a chat request on a small CPU. A table small enough is held in
+    # memory instead and searched with the same results:
+    # - vectors: a normalized matrix, the exact cosine ranking LanceDB's flat search gives when
+    #   there is no ANN index;
+    # - BM25: LanceDB's scoring over token counts from LanceDB's own tokenizer, only while the
+    #   full-text index holds exactly the table's rows (tagged by ``finalize``). Rows added or
+    #   deleted since would be scored by LanceDB with the index's stale statistics, so until the
+    #   next ``finalize`` LanceDB answers.
+    # The copy is reloaded when the table's version moves (another process wrote), checked at
+    # most once per read-consistency interval: the staleness LanceDB itself allows.
+    def _in_memory(self, version: str) -> _MemoryTable | None:
         if self.memory_max_rows <= 0:
             return None
         with self._memory_lock:
             now = time.monotonic()
             held = self._memory.get(version, _UNLOADED)
             if held is None or (
-                isinstance(held, _MemoryVectors) and now - held.checked < self._read_consistency
+                isinstance(held, _MemoryTable) and now - held.checked < self._read_consistency
             ):
                 return held
             table = self._table(version)
             table_version = int(table.version)
-            if isinstance(held, _MemoryVectors) and held.table_version == table_version:
+            if isinstance(held, _MemoryTable) and held.table_version == table_version:
                 held.checked = now
                 return held
-            ann = any("vector" in index.columns for index in table.list_indices())
-            if ann or table.count_rows() > self.memory_max_rows:
-                fresh = None  # large or ANN-indexed: LanceDB searches it
-            else:
-                fresh = _MemoryVectors(table.to_arrow(), table_version, now)
+            fresh = None  # large: LanceDB searches it
+            if table.count_rows() <= self.memory_max_rows:
+                indices = table.list_indices()
+                ann = any("vector" in index.columns for index in indices)
+                options = _bm25_options(table, indices, table_version)
+                previous = held if isinstance(held, _MemoryTable) else None
+                fresh = _MemoryTable(
+                    table.to_arrow(), table_version, now, not ann, options, previous
+                )
             self._memory[version] = fresh
             return fresh
 
@@ -345,21 +362,87 @@ class EmbeddedIndexStore:
 
 
 _UNLOADED = object()
+_BM25_EXACT_TAG = "opsassist-bm25-exact"
+# the full-text index options lancedb.tokenize takes (index detail name -> argument name)
+_TOKENIZER_OPTIONS = {
+    "base_tokenizer": "base_tokenizer",
+    "language": "language",
+    "max_token_length": "max_token_length",
+    "lower_case": "lower_case",
+    "stem": "stem",
+    "remove_stop_words": "remove_stop_words",
+    "custom_stop_words": "custom_stop_words",
+    "ascii_folding": "ascii_folding",
+    "min_ngram_length": "ngram_min_length",
+    "max_ngram_length": "ngram_max_length",
+    "prefix_only": "prefix_only",
+}
+# index details that do not change the tokens of a plain query
+_TOKEN_NEUTRAL = {"lance_tokenizer", "with_position", "block_size"}
 
 
-class _MemoryVectors:
-    """One table version's rows and unit vectors, searched exactly with numpy."""
+def _tag(table: Any, name: str, version: int) -> None:
+    tags = table.tags
+    if name in tags.list():
+        tags.update(name, version)
+    else:
+        tags.create(name, version)
 
-    def __init__(self, data: pa.Table, table_version: int, checked: float) -> None:
+
+def _bm25_options(table: Any, indices: Sequence[Any], table_version: int) -> dict[str, Any] | None:
+    """``lancedb.tokenize`` arguments reproducing the table's full-text index, if its BM25 can be
+    computed in memory: the index was built at this table version (no row written since) and
+    every option it uses is one ``lancedb.tokenize`` takes."""
+    fts = [i for i in indices if i.index_type == "FTS" and list(i.columns) == ["text"]]
+    if len(fts) != 1 or table.tags.list().get(_BM25_EXACT_TAG, {}).get("version") != table_version:
+        return None
+    details = dict(fts[0].index_details or {})
+    options = {_TOKENIZER_OPTIONS[k]: v for k, v in details.items() if k in _TOKENIZER_OPTIONS}
+    unknown = {k: v for k, v in details.items() if k not in _TOKENIZER_OPTIONS}
+    if any(v for k, v in unknown.items() if k not in _TOKEN_NEUTRAL):
+        return None  # e.g. split_identifiers: a tokenizer stage lancedb.tokenize cannot apply
+    return options
+
+
+class _MemoryTable:
+    """One table version's rows, searched with numpy: unit vectors (if no ANN index) and BM25
+    (if the full-text index can be reproduced), under the same filters as LanceDB's SQL."""
+
+    def __init__(
+        self,
+        data: pa.Table,
+        table_version: int,
+        checked: float,
+        vectors: bool,
+        bm25_options: dict[str, Any] | None,
+        previous: _MemoryTable | None = None,
+    ) -> None:
         self.table_version = table_version
         self.checked = checked
         self.rows = data.select(_FIELDS)
-        matrix = np.asarray(
-            data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-            dtype=np.float32,
-        ).reshape(data.num_rows, -1)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        self.matrix = matrix / np.where(norms == 0, 1.0, norms)
+        self.matrix: np.ndarray | None = None
+        if vectors:
+            matrix = np.asarray(
+                data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                dtype=np.float32,
+            ).reshape(data.num_rows, -1)
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            self.matrix = matrix / np.where(norms == 0, 1.0, norms)
+        self.bm25: _MemoryBm25 | None = None
+        # token counts by content hash, kept across reloads (also those between two finalizes,
+        # without BM25): a reload tokenizes only rows it has not seen
+        self.token_counts: tuple[dict[str, Any], dict[str, dict[str, int]]] = (
+            previous.token_counts if previous is not None else ({}, {})
+        )
+        if bm25_options is not None:
+            known = self.token_counts[1] if self.token_counts[0] == bm25_options else {}
+            self.bm25 = _MemoryBm25(
+                data.column("text").to_pylist(),
+                data.column("content_hash").to_pylist(),
+                bm25_options,
+                known,
+            )
+            self.token_counts = (bm25_options, self.bm25.counts)
         self.source_type = np.asarray(data.column("source_type").to_pylist(), dtype=object)
         self.source = np.asarray(data.column("source").to_pylist(), dtype=object)
         start = _epoch_us(data.column("timestamp"))
@@ -381,22 +464,101 @@ class _MemoryVectors:
         return None if keep.all() else keep
 
     def knn(self, vector: np.ndarray, n: int, filters: Filters) -> list[RankedRow]:
+        assert self.matrix is not None
         norm = float(np.linalg.norm(vector))
         scores = self.matrix @ (vector / norm if norm else vector)
+        return self._top(scores, self.mask(filters), n)
+
+    def bm25_search(self, text: str, n: int, filters: Filters) -> list[RankedRow]:
+        assert self.bm25 is not None
+        scores = self.bm25.scores(text)
+        keep = scores > 0  # a row matches when it holds a query token (idf and tf are > 0)
+        mask = self.mask(filters)
+        return self._top(scores, keep if mask is None else keep & mask, n, "_score")
+
+    def _top(
+        self, scores: np.ndarray, keep: np.ndarray | None, n: int, score_field: str | None = None
+    ) -> list[RankedRow]:
+        """The ``n`` best rows, best first; equal scores in table order."""
         candidates = np.arange(len(scores))
-        keep = self.mask(filters)
         if keep is not None:
-            candidates = candidates[keep]
-            scores = scores[keep]
+            candidates, scores = candidates[keep], scores[keep]
         if len(candidates) > n:
-            top = np.argpartition(-scores, n - 1)[:n]
+            # the n-th best score; of the rows tied at it, the first in table order make the cut
+            nth = -np.partition(-scores, n - 1)[n - 1]
+            tied = np.flatnonzero(scores == nth)[: n - int((scores > nth).sum())]
+            top = np.concatenate([np.flatnonzero(scores > nth), tied])
             candidates, scores = candidates[top], scores[top]
-        order = np.argsort(-scores, kind="stable")
+        order = np.lexsort((candidates, -scores))
         rows = self.rows.take(candidates[order]).to_pylist()
-        return [
-            RankedRow(id=row["id"], score=float(score), row=row)
-            for row, score in zip(rows, scores[order], strict=True)
-        ]
+        out = []
+        for row, score in zip(rows, scores[order].tolist(), strict=True):
+            if score_field is not None:
+                row[score_field] = score
+            out.append(RankedRow(id=row["id"], score=score, row=row))
+        return out
+
+
+class _MemoryBm25:
+    """LanceDB's BM25 over one table version's ``text``: tokens from ``lancedb.tokenize`` with
+    the index's options (a query token repeated counts again, as in LanceDB), k1 1.2, b 0.75,
+    idf ln(1 + (N - df + 0.5) / (df + 0.5)). Scores equal LanceDB's to float32 precision; LanceDB
+    leaves the order of equal scores undefined, here it is the table order."""
+
+    K1 = 1.2
+    B = 0.75
+
+    def __init__(
+        self,
+        texts: Sequence[str | None],
+        hashes: Sequence[str | None],
+        options: dict[str, Any],
+        known: dict[str, dict[str, int]],
+    ) -> None:
+        self.options = options
+        self.counts: dict[str, dict[str, int]] = {}
+        postings: dict[str, tuple[list[int], list[int]]] = {}
+        lengths = np.zeros(len(texts), dtype=np.float64)
+        for row, (text, digest) in enumerate(zip(texts, hashes, strict=True)):
+            key = digest or ""
+            counts = known.get(key) if digest else None
+            if counts is None:
+                counts = {}
+                for token in self.tokenize(text or ""):
+                    counts[token] = counts.get(token, 0) + 1
+            if digest:
+                self.counts[key] = counts
+            lengths[row] = sum(counts.values())
+            for token, tf in counts.items():
+                rows, tfs = postings.setdefault(token, ([], []))
+                rows.append(row)
+                tfs.append(tf)
+        docs = len(texts)
+        average = lengths.sum() / docs if docs else 0.0
+        self.docs = docs
+        # per token: the rows holding it and their BM25 weight before idf
+        self.postings: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        for token, (rows, tfs) in postings.items():
+            at = np.asarray(rows, dtype=np.int64)
+            freq = np.asarray(tfs, dtype=np.float64)
+            norm = self.K1 * (1 - self.B + self.B * lengths[at] / average)
+            df = len(rows)
+            idf = math.log(1 + (docs - df + 0.5) / (df + 0.5))
+            self.postings[token] = (at, (self.K1 + 1) * freq / (freq + norm), idf)
+
+    def tokenize(self, text: str) -> list[str]:
+        import lancedb
+
+        return [token.text for token in lancedb.tokenize(text, **self.options)]
+
+    def scores(self, text: str) -> np.ndarray:
+        scores = np.zeros(self.docs, dtype=np.float64)
+        for token in self.tokenize(text):
+            posting = self.postings.get(token)
+            if posting is not None:
+                rows, weights, idf = posting
+                scores[rows] += idf * weights
+        return scores
 
 
 def _epoch_us(column: pa.ChunkedArray) -> np.ndarray:
