@@ -73,6 +73,32 @@ def core_speed_ms(n: int = 2_000_000) -> float:
     return round(best * 1000, 1)
 
 
+def _spin(n: int) -> float:
+    started = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i
+    return time.perf_counter() - started
+
+
+def two_core_ceiling(n: int = 20_000_000, repeats: int = 3) -> dict[str, Any]:
+    """How much faster two processes finish two equal pure-Python loops than one process does,
+    best of ``repeats``: the scaling this machine itself allows from one core to two (below 2.0
+    when its virtual cores share a physical core, caches or memory bandwidth)."""
+    import multiprocessing
+
+    ratios = []
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_spin, [1000, 1000])  # workers started before timing
+        for _ in range(repeats):
+            one = _spin(n)
+            started = time.perf_counter()
+            pool.map(_spin, [n, n])
+            two = time.perf_counter() - started
+            ratios.append(2 * one / two)
+    return {"ratio": round(max(ratios), 2), "runs": [round(r, 2) for r in ratios]}
+
+
 def emit(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2))

@@ -91,8 +91,9 @@ class Settings(BaseSettings):
     embedded_memory_max_rows: int = Field(
         default=20_000,
         ge=0,
-        description="Index versions up to this many rows (without an HNSW index) are vector-"
-        "searched exactly in memory: same ranking, without LanceDB's per-query cost; 0 = off.",
+        description="Index versions up to this many rows are searched in memory with LanceDB's "
+        "results (vectors: without an HNSW index; BM25: while the full-text index holds exactly "
+        "the table's rows), without LanceDB's per-query cost; 0 = off.",
     )
     embedded_read_consistency_seconds: float = Field(
         default=1.0,
