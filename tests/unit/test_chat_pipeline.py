@@ -1,6 +1,6 @@
 """The chat pipeline with an in-memory index, the memory knowledge cache and the real KServe client
-over an httpx mock transport: follow-up rewriting, time windows, citations, the cache key and
-degraded answers."""
+against a small stand-in of KServe's OpenAI routes over loopback HTTP (Starlette + uvicorn in a
+thread): follow-up rewriting, time windows, citations, the cache key and degraded answers."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import datetime as dt
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from opsassist.cache.memory import MemoryKnowledgeCache
 from opsassist.chat.citations import number_hits, sources_block
@@ -179,22 +184,23 @@ class FakeStore:
 
 
 class ModelStub:
-    """An httpx mock transport answering like KServe's OpenAI routes (or failing on demand)."""
+    """What the stand-in model server does next (answer, stall mid-stream, or be down), and the
+    request bodies it saw."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.fail: Callable[[], httpx.Response] | None = None
-        self.stream_error_after_first = False
+        self.reset()
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
+    def reset(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.down = False  # clients made now point at a closed port: connection refused
+        self.stream_error_after_first = False  # stall after the first token (read timeout)
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
         self.requests.append(body)
-        if self.fail is not None:
-            return self.fail()
         if not body.get("stream"):
-            return httpx.Response(
-                200,
-                json={
+            return JSONResponse(
+                {
                     "choices": [
                         {
                             "message": {"role": "assistant", "content": GENERATED},
@@ -205,27 +211,47 @@ class ModelStub:
                 },
             )
         pieces = GENERATED.split(" ")
-        stub = self
+        stall = self.stream_error_after_first
 
-        class Events(httpx.AsyncByteStream):
-            async def __aiter__(self) -> Any:
-                for i, piece in enumerate(pieces):
-                    text = piece if i == 0 else f" {piece}"
-                    chunk = {"choices": [{"index": 0, "delta": {"content": text}}]}
-                    yield f"data: {json.dumps(chunk)}\n\n".encode()
-                    if stub.stream_error_after_first:
-                        raise httpx.ReadTimeout("stalled")
-                done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                yield f"data: {json.dumps(done)}\n\n".encode()
-                usage = {"prompt_tokens": 120, "completion_tokens": 9}
-                yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
-                yield b"data: [DONE]\n\n"
+        async def events() -> Any:
+            for i, piece in enumerate(pieces):
+                text = piece if i == 0 else f" {piece}"
+                chunk = {"choices": [{"index": 0, "delta": {"content": text}}]}
+                yield f"data: {json.dumps(chunk)}\n\n"
+                if stall:
+                    await asyncio.sleep(10)  # longer than the client's read timeout
+            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield f"data: {json.dumps(done)}\n\n"
+            usage = {"prompt_tokens": 120, "completion_tokens": 9}
+            yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
+            yield "data: [DONE]\n\n"
 
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Events())
+        return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def _refuse() -> httpx.Response:
-    raise httpx.ConnectError("connection refused")
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[tuple[str, ModelStub]]:
+    stub = ModelStub()
+    app = Starlette(routes=[Route("/openai/v1/chat/completions", stub.chat, methods=["POST"])])
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "stand-in model server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", stub
+    server.should_exit = True
+    thread.join(10)
 
 
 @pytest.fixture
@@ -241,13 +267,17 @@ def cache() -> MemoryKnowledgeCache:
 
 
 @pytest.fixture
-def model() -> ModelStub:
-    return ModelStub()
+def model(model_server: tuple[str, ModelStub]) -> ModelStub:
+    model_server[1].reset()
+    return model_server[1]
 
 
 @pytest.fixture
 def make_pipeline(
-    chat_settings: Settings, cache: MemoryKnowledgeCache, model: ModelStub
+    chat_settings: Settings,
+    cache: MemoryKnowledgeCache,
+    model: ModelStub,
+    model_server: tuple[str, ModelStub],
 ) -> Iterator[Callable[..., ChatPipeline]]:
     clients: list[KServeClient] = []
 
@@ -256,9 +286,8 @@ def make_pipeline(
             {RUNBOOKS: list(CHUNKS), SIGNALS: list(SIGNAL_CHUNKS)},
             {"runbooks": RUNBOOKS} if aliases is None else aliases,
         )
-        client = KServeClient(
-            "http://model.test", "tiny", retries=0, transport=httpx.MockTransport(model.handler)
-        )
+        url = f"http://127.0.0.1:{_free_port()}" if model.down else model_server[0]
+        client = KServeClient(url, "tiny", retries=0, read_timeout=1.0)
         clients.append(client)
         settings = chat_settings.model_copy(update=overrides)
         return ChatPipeline(settings, store, cache, client, embed=embed)  # type: ignore[arg-type]
@@ -278,12 +307,25 @@ def user(*turns: str) -> list[dict[str, str]]:
     return messages
 
 
+def complete_answer(pipeline: ChatPipeline, request: ChatRequest) -> Outcome:
+    async def run() -> Outcome:
+        try:
+            return await pipeline.complete(pipeline.prepare(request, now=NOW), request)
+        finally:
+            await pipeline.client.aclose()  # in the loop that used it
+
+    return asyncio.run(run())
+
+
 def stream_answer(pipeline: ChatPipeline, request: ChatRequest) -> tuple[list[str], Outcome, Any]:
     prepared = pipeline.prepare(request, now=NOW)
     outcome = Outcome()
 
     async def run() -> list[str]:
-        return [piece async for piece in pipeline.stream(prepared, request, outcome)]
+        try:
+            return [piece async for piece in pipeline.stream(prepared, request, outcome)]
+        finally:
+            await pipeline.client.aclose()
 
     pieces = asyncio.run(run())
     pipeline.record_question(prepared)  # as the server does, after the answer
@@ -441,7 +483,7 @@ def test_follow_up_retrieves_and_caches_by_its_standalone_form(
     prepared = pipeline.prepare(request, now=NOW)
     assert prepared.standalone != "and how do I fix it?"
     assert prepared.hits[0].source == CRASH
-    outcome = asyncio.run(pipeline.complete(prepared, request))
+    outcome = complete_answer(pipeline, request)
     assert outcome.text.startswith(GENERATED)
 
     assert cache.get_answer("and how do I fix it?", RUNBOOKS) is None
@@ -461,14 +503,14 @@ def test_model_down_gives_runbook_steps_with_sources_and_is_not_cached(
     cache: MemoryKnowledgeCache,
     model: ModelStub,
 ) -> None:
-    model.fail = _refuse
+    model.down = True
     pipeline = make_pipeline()
     request = ChatRequest(user("why does my pod keep crash looping?"))
     if streaming:
         pieces, outcome, _ = stream_answer(pipeline, request)
         text = "".join(pieces)
     else:
-        outcome = asyncio.run(pipeline.complete(pipeline.prepare(request, now=NOW), request))
+        outcome = complete_answer(pipeline, request)
         text = outcome.text
     assert text.startswith(MODEL_NOTICE)
     assert "connection refused" in text.splitlines()[0]

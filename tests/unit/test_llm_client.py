@@ -25,7 +25,7 @@ from opsassist.llm.errors import (
     ModelUnavailableError,
     error_message,
 )
-from opsassist.llm.sse import iter_sse_data
+from opsassist.llm.sse import iter_lines, iter_sse_data
 
 MODEL = "tiny"
 OPTIONS = GenerationOptions(max_tokens=8, temperature=0.0)
@@ -306,9 +306,42 @@ def test_connect_errors_are_retried_then_reported(state: StubState) -> None:
     closed = f"http://127.0.0.1:{_free_port()}"
     client = make_client(closed, retries=2, backoff_seconds=0.05)
     started = time.perf_counter()
-    with pytest.raises(ModelUnavailableError, match="unreachable"):
+    with pytest.raises(ModelUnavailableError, match=r"unreachable at .*: connection refused"):
         asyncio.run(_chat(client))
     assert time.perf_counter() - started >= 0.05 + 0.1  # two retries happened
+
+
+def test_one_client_serves_one_event_loop_after_another(base_url: str, state: StubState) -> None:
+    """An aiohttp session belongs to its event loop: closed at the end of one loop (as the chat
+    server's lifespan does), the client opens a new one in the next loop (scripts and tests run
+    ``asyncio.run`` more than once)."""
+    client = make_client(base_url)
+
+    async def ask() -> str:
+        try:
+            return "".join([d.text async for d in client.stream_chat(MESSAGES, OPTIONS)])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(ask()) == "".join(state.tokens)
+    assert asyncio.run(ask()) == "".join(state.tokens)
+    assert state.calls["chat"] == 2
+
+
+def test_a_caller_leaving_mid_stream_closes_the_connection(base_url: str, state: StubState) -> None:
+    """The model server must see the disconnect and stop generating for nobody."""
+    state.hold_after_first = threading.Event()
+
+    async def run() -> None:
+        async with make_client(base_url) as client:
+            deltas = client.stream_chat(MESSAGES, OPTIONS)
+            first = await anext(deltas)
+            assert first.text == state.tokens[0]
+            await deltas.aclose()
+
+    asyncio.run(run())
+    assert state.finished.wait(5)  # the stub's generator ended: its client went away
+    state.hold_after_first.set()  # let the stub's waiting thread go
 
 
 def test_read_timeout_is_not_retried(base_url: str, state: StubState) -> None:
@@ -468,7 +501,7 @@ def test_ready_checks_the_model_for_each_protocol(base_url: str, state: StubStat
     ok, _ = asyncio.run(run(KServeClient(base_url, MODEL, protocol="v2", v2_model="missing")))
     assert ok is False
     ok, detail = asyncio.run(run(KServeClient(f"http://127.0.0.1:{_free_port()}", MODEL)))
-    assert ok is False and "Connect" in detail
+    assert ok is False and "connection refused" in detail
 
 
 # --- error bodies and SSE parsing -----------------------------------------------------------------
@@ -520,3 +553,19 @@ def test_sse_parser_joins_data_lines_and_skips_comments() -> None:
         return [data async for data in iter_sse_data(lines())]
 
     assert asyncio.run(run()) == ['{"a": 1}', "line1\nline2", "[DONE]"]
+
+
+def test_lines_are_cut_from_chunks_split_anywhere() -> None:
+    text = 'data: {"content": "déjà vu ✓"}\r\n\ndata: [DONE]\n\nno newline at the end'
+    raw = text.encode()
+
+    async def chunks(size: int) -> AsyncIterator[bytes]:
+        for offset in range(0, len(raw), size):
+            yield raw[offset : offset + size]
+
+    async def run(size: int) -> list[str]:
+        return [line async for line in iter_lines(chunks(size))]
+
+    expected = text.split("\n")
+    for size in (1, 2, 3, 7, len(raw)):  # cuts inside the multi-byte characters too
+        assert asyncio.run(run(size)) == expected

@@ -12,18 +12,26 @@ Failure handling: connect/read timeouts; bounded retries with exponential backof
 errors and 5xx, only before the first byte of a response body (a retry never repeats text the
 caller has seen); a circuit breaker around each logical call. 4xx errors are not retried and do
 not count against the breaker (the server answered).
+
+HTTP goes through aiohttp (C HTTP parser) rather than httpx (pure-Python h11): this client is on
+the chat server's hot path, relaying every token of every open stream, and on loopback aiohttp
+costs about a fifth of httpx's CPU per streamed request (0.2-0.4 ms vs 0.9-2.1 ms) and half per
+relayed event (~50 vs ~130 us). An aiohttp session belongs to the event loop it was created in:
+the client makes one per loop, lazily.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import json
+import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Literal
 
-import httpx
+import aiohttp
 
 from opsassist.llm.breaker import BreakerState, CircuitBreaker
 from opsassist.llm.errors import (
@@ -33,7 +41,7 @@ from opsassist.llm.errors import (
     ModelUnavailableError,
     error_for_status,
 )
-from opsassist.llm.sse import iter_sse_data
+from opsassist.llm.sse import iter_lines, iter_sse_data
 from opsassist.logs import get_correlation_id, get_logger
 from opsassist.settings import Settings
 
@@ -107,7 +115,7 @@ class KServeClient:
         retries: int = 2,
         backoff_seconds: float = 0.2,
         breaker: CircuitBreaker | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 64,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -117,19 +125,27 @@ class KServeClient:
         self.backoff_seconds = backoff_seconds
         self.breaker = breaker or CircuitBreaker()
         self.connect_timeout = connect_timeout
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(
-                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
-            ),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            transport=transport,
+        self.max_connections = max_connections
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # connect: getting a pooled connection or opening one; sock_read: the longest silence
+        # between two reads (a stream may run for minutes, a stalled one is cut after this).
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
         )
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         # None: not tried yet; False: the route answered 404 (use infer from now on).
         self._v2_generate: bool | None = None
         self._v2_generate_stream: bool | None = None
+
+    async def __aenter__(self) -> KServeClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     @property
     def breaker_state(self) -> BreakerState:
@@ -141,7 +157,30 @@ class KServeClient:
         return self.model if self.protocol == "openai" else self.v2_model
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        session, self._session = self._session, None
+        if session is None or session.closed:
+            return
+        if self._session_loop is asyncio.get_running_loop():
+            await session.close()
+        else:
+            _abandon(session)
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The session of the running event loop, created on first use in that loop."""
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is not None and not session.closed and self._session_loop is loop:
+            return session
+        if session is not None:
+            _abandon(session)
+        self._session = aiohttp.ClientSession(
+            headers=self._headers,
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300),
+            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as most HTTP clients do
+        )
+        self._session_loop = loop
+        return self._session
 
     # --- public calls ----------------------------------------------------------------------------
     async def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Completion:
@@ -196,22 +235,27 @@ class KServeClient:
 
     async def ready(self) -> tuple[bool, str]:
         """Is the model loaded and served? (Readiness only: does not touch the breaker.)"""
-        timeout = httpx.Timeout(self.connect_timeout * 2, connect=self.connect_timeout)
+        timeout = aiohttp.ClientTimeout(
+            total=self.connect_timeout * 2, connect=self.connect_timeout
+        )
         try:
             if self.protocol == "openai":
-                response = await self._http.get("/openai/v1/models", timeout=timeout)
-                if response.status_code != 200:
-                    return False, f"HTTP {response.status_code} from /openai/v1/models"
-                ids = [m.get("id") for m in response.json().get("data", [])]
+                url = f"{self.base_url}/openai/v1/models"
+                async with self._http().get(url, timeout=timeout) as response:
+                    if response.status != 200:
+                        return False, f"HTTP {response.status} from /openai/v1/models"
+                    data = await response.json(content_type=None)
+                ids = [m.get("id") for m in data.get("data", [])]
                 if self.model not in ids:
                     return False, f"model {self.model!r} not served (served: {ids})"
                 return True, "ready"
-            response = await self._http.get(f"/v2/models/{self.v2_model}/ready", timeout=timeout)
-            if response.status_code != 200:
-                return False, f"HTTP {response.status_code} from v2 ready"
+            url = f"{self.base_url}/v2/models/{self.v2_model}/ready"
+            async with self._http().get(url, timeout=timeout) as response:
+                if response.status != 200:
+                    return False, f"HTTP {response.status} from v2 ready"
             return True, "ready"
-        except (httpx.HTTPError, ValueError) as exc:
-            return False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
+            return False, _describe(exc)
 
     # --- transport with retries ------------------------------------------------------------------
     def _admit(self) -> None:
@@ -221,7 +265,7 @@ class KServeClient:
                 f"next try in {self.breaker.retry_after():.0f} s"
             )
 
-    async def _open(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+    async def _open(self, path: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST and return the response with its body unread (status 2xx), retrying if allowed.
 
         Retried: connection refused/reset, connect timeout, a connection closed before any
@@ -230,31 +274,33 @@ class KServeClient:
         """
         attempt = 0
         headers = {"X-Request-ID": get_correlation_id()}
+        url = f"{self.base_url}{path}"
         while True:
             error: ModelError
             try:
-                request = self._http.build_request("POST", path, json=payload, headers=headers)
-                response = await self._http.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                response = await self._http().post(url, json=payload, headers=headers)
+            except aiohttp.ConnectionTimeoutError as exc:
                 error = ModelUnavailableError(
-                    f"model server unreachable at {self.base_url}: {type(exc).__name__}: {exc}"
+                    f"model server unreachable at {self.base_url}: connect timeout ({exc})"
                 )
-            except httpx.TimeoutException as exc:
-                raise ModelUnavailableError(
-                    f"model server timed out ({type(exc).__name__})"
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise ModelUnavailableError(f"model server error: {exc!r}") from exc
+            except TimeoutError as exc:  # no response head within the read timeout
+                raise ModelUnavailableError(f"model server timed out ({_describe(exc)})") from exc
+            except aiohttp.ClientConnectionError as exc:  # refused, reset, closed before answering
+                error = ModelUnavailableError(
+                    f"model server unreachable at {self.base_url}: {_describe(exc)}"
+                )
+            except aiohttp.ClientError as exc:
+                raise ModelUnavailableError(f"model server error: {_describe(exc)}") from exc
             else:
-                if response.status_code < 400:
+                if response.status < 400:
                     return response
                 try:
-                    body = await response.aread()
-                except httpx.HTTPError:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError):
                     body = b""
                 finally:
-                    await response.aclose()
-                error = error_for_status(response.status_code, body)
+                    response.release()
+                error = error_for_status(response.status, body)
                 if isinstance(error, ModelRequestError):
                     raise error
             attempt += 1
@@ -267,24 +313,25 @@ class KServeClient:
             )
             await asyncio.sleep(delay)
 
-    async def _read_json(self, response: httpx.Response) -> Any:
+    async def _read_json(self, response: aiohttp.ClientResponse) -> Any:
         try:
-            body = await response.aread()
-        except httpx.TimeoutException as exc:
+            body = await response.read()
+        except TimeoutError as exc:
             raise ModelUnavailableError("model server timed out while answering") from exc
-        except httpx.HTTPError as exc:
-            raise ModelUnavailableError(f"model server broke off: {exc!r}") from exc
+        except aiohttp.ClientError as exc:
+            raise ModelUnavailableError(f"model server broke off: {_describe(exc)}") from exc
         finally:
-            await response.aclose()
+            response.release()
         try:
             return json.loads(body)
         except ValueError as exc:
             raise ModelUnavailableError("model server sent a body that is not JSON") from exc
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[Any]:
-        """Decoded SSE payloads up to ``[DONE]``; errors inside the stream raise."""
+    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[Any]:
+        """Decoded SSE payloads up to ``[DONE]``; errors inside the stream raise. Leaving early
+        (the caller went away) closes the connection, so the model server stops generating."""
         try:
-            async for data in iter_sse_data(response.aiter_lines()):
+            async for data in iter_sse_data(iter_lines(response.content.iter_any())):
                 if data.strip() == "[DONE]":
                     return
                 try:
@@ -298,12 +345,12 @@ class KServeClient:
                         + json.dumps(event["error"], ensure_ascii=False)[:300]
                     )
                 yield event
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise ModelUnavailableError("model server stopped sending (read timeout)") from exc
-        except httpx.HTTPError as exc:
-            raise ModelUnavailableError(f"model stream broke off: {exc!r}") from exc
+        except aiohttp.ClientError as exc:
+            raise ModelUnavailableError(f"model stream broke off: {_describe(exc)}") from exc
         finally:
-            await response.aclose()
+            response.release()  # back to the pool if the body was read to its end, else closed
 
     # --- OpenAI-compatible routes ----------------------------------------------------------------
     def _openai_payload(
@@ -433,9 +480,26 @@ class KServeClient:
             yield Delta(usage=result.usage)
 
 
-def client_from_settings(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
-) -> KServeClient:
+def _describe(exc: BaseException) -> str:
+    """A short reason: ``connection refused`` rather than aiohttp's whole connector message."""
+    if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno:
+        return os.strerror(exc.os_error.errno).lower()
+    if isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        return os.strerror(exc.errno).lower()
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _abandon(session: aiohttp.ClientSession) -> None:
+    """Drop a session whose event loop has ended (tests and scripts run a loop per call): its
+    connections ended with the loop; mark it and its connector closed so neither warns."""
+    connector = session.connector
+    session.detach()
+    if connector is not None:
+        connector._close()  # the synchronous part of close(); the loop to await it on is gone
+
+
+def client_from_settings(settings: Settings) -> KServeClient:
     return KServeClient(
         settings.model_server_url,
         settings.model_name,
@@ -449,5 +513,4 @@ def client_from_settings(
         breaker=CircuitBreaker(
             settings.model_breaker_failures, settings.model_breaker_cooldown_seconds
         ),
-        transport=transport,
     )

@@ -5,6 +5,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 
 
+async def iter_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
+    """Text lines (without their ``\n``) from byte chunks split anywhere. A UTF-8 character is
+    never cut: ``\n`` cannot occur inside one, and only whole lines are decoded."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", errors="replace")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
+
+
 async def iter_sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
     """Yield the data of each event as soon as its terminating blank line has been read.
 
