@@ -14,7 +14,9 @@ zero-latency OpenAI-compatible upstream (``benchmarks/instant_model.py``: the fi
 once), where the difference is the server's overhead alone, then against the real KServe model
 server. The server's own view is printed too: per request, the time until it calls the model
 (``prep`` in ``Server-Timing``), and the mean of its TTFT histograms (server stage minus model
-stage, the same requests).
+stage, the same requests). The load generator is aiohttp (a C HTTP parser): it shares the two
+cores with the server and the upstream, so the less CPU it takes per streamed token, the less it
+distorts what it measures (httpx took ~2.5x as much per token).
 
 Needs the model server (``scripts/model-server up``) and Redis (``scripts/services up redis``).
 By default a small runbook index is built in a temporary folder first (a minute or two).
@@ -41,6 +43,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from benchmarks._common import emit, machine, percentile, summary
@@ -155,7 +158,7 @@ def model_messages(env: dict[str, str]) -> list[list[dict[str, str]]]:
 
 
 async def ttft(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
+    client: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> tuple[float, float | None]:
     """Seconds to the first SSE event carrying answer text; the stream is then read to its end.
 
@@ -164,12 +167,12 @@ async def ttft(
     """
     started = time.perf_counter()
     first: float | None = None
-    async with client.stream("POST", url, json=body, headers=headers) as response:
+    async with client.post(url, json=body, headers=headers) as response:
         response.raise_for_status()
         timing = re.search(r"prep;dur=([0-9.]+)", response.headers.get("server-timing", ""))
         prep = float(timing.group(1)) if timing else None
-        async for line in response.aiter_lines():
-            if first is None and line.startswith("data: {"):
+        async for line in response.content:
+            if first is None and line.startswith(b"data: {"):
                 event = json.loads(line[6:])
                 choices = event.get("choices") or [{}]
                 text = (choices[0].get("delta") or {}).get("content")
@@ -182,9 +185,16 @@ async def ttft(
     return first, prep
 
 
-async def ttft_sums(client: httpx.AsyncClient, server: str) -> dict[str, float]:
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=600), connector=aiohttp.TCPConnector(limit=64)
+    )
+
+
+async def ttft_sums(client: aiohttp.ClientSession, server: str) -> dict[str, float]:
     """Sums and counts of the server's own TTFT histograms (stage server / model)."""
-    text = (await client.get(f"{server}/metrics")).text
+    async with client.get(f"{server}/metrics") as response:
+        text = await response.text()
     out: dict[str, float] = {}
     for kind in ("sum", "count"):
         for stage in ("server", "model"):
@@ -195,7 +205,7 @@ async def ttft_sums(client: httpx.AsyncClient, server: str) -> dict[str, float]:
 
 
 def direct_request(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     model: str,
     model_name: str,
     prompts: list[list[dict[str, str]]],
@@ -214,7 +224,7 @@ def direct_request(
 
 
 def server_request(
-    client: httpx.AsyncClient, server: str, i: int, max_tokens: int = MAX_TOKENS
+    client: aiohttp.ClientSession, server: str, i: int, max_tokens: int = MAX_TOKENS
 ) -> Awaitable[tuple[float, float | None]]:
     body = {
         "model": "opsassist",
@@ -237,8 +247,7 @@ async def measure_overhead(
 ) -> dict[str, Any]:
     """At concurrency 1, ``n`` interleaved pairs; above, ``rounds`` bursts of ``concurrency``
     requests sent at the same instant (direct, then through the server)."""
-    limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    async with session() as client:
 
         def direct(i: int) -> Awaitable[tuple[float, float | None]]:
             return direct_request(client, model, model_name, prompts, i)
@@ -301,9 +310,8 @@ async def measure_steady(
 
     rng = random.Random(16)
     delays = [rng.uniform(0, answer_s) for _ in range(streams)]
-    limits = httpx.Limits(max_connections=64)
     prep_ms: list[float] = []
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    async with session() as client:
 
         async def one_client(c: int, through: bool) -> list[float]:
             await asyncio.sleep(delays[c])
@@ -363,17 +371,19 @@ async def measure_cache_hits(server: str, n: int) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {KEY}"}
     body = {"model": "opsassist", "messages": [{"role": "user", "content": QUESTIONS[0]}]}
     url = f"{server}/v1/chat/completions"
-    async with httpx.AsyncClient(timeout=600) as client:
-        first = await client.post(url, json=body, headers=auth)  # generates and caches
-        first.raise_for_status()
-        if first.headers.get("x-opsassist-degraded"):
-            raise RuntimeError("the answer to cache was degraded: is the model server up?")
+    async with session() as client:
+        async with client.post(url, json=body, headers=auth) as first:  # generates and caches
+            first.raise_for_status()
+            await first.read()
+            if first.headers.get("x-opsassist-degraded"):
+                raise RuntimeError("the answer to cache was degraded: is the model server up?")
         server_side: list[float] = []
         client_side: list[float] = []
         health: list[float] = []
         for _ in range(n + 20):
             started = time.perf_counter()
-            response = await client.post(url, json=body, headers=auth)
+            async with client.post(url, json=body, headers=auth) as response:
+                await response.read()
             client_side.append((time.perf_counter() - started) * 1000)
             if response.headers.get("x-opsassist-cache") != "hit":
                 raise RuntimeError("expected a cache hit: is the answer cacheable?")
@@ -381,7 +391,9 @@ async def measure_cache_hits(server: str, n: int) -> dict[str, Any]:
             assert timing is not None
             server_side.append(float(timing.group(1)))
             started = time.perf_counter()
-            (await client.get(f"{server}/healthz")).raise_for_status()
+            async with client.get(f"{server}/healthz") as health_response:
+                health_response.raise_for_status()
+                await health_response.read()
             health.append((time.perf_counter() - started) * 1000)
     skip = 20  # warm-up
     return {

@@ -52,10 +52,11 @@ async def chat(request: Request) -> StreamingResponse:
 
     async def events() -> AsyncIterator[str]:
         yield _chunk({"role": "assistant"})
+        token = _chunk({"content": "ok "})  # encoded once: this stand-in should cost ~nothing
         for n in range(tokens):
             if n:
                 await asyncio.sleep(TOKEN_SECONDS)
-            yield _chunk({"content": "ok "})
+            yield token
         yield _chunk({}, "length" if tokens > 1 else "stop")
         yield "data: [DONE]\n\n"
 
