@@ -110,6 +110,7 @@ def spark_run(archive: Path, data_dir: Path, master: str, java_options: str = ""
     index_s = float(summary["index"]["seconds"])
     return {
         "master": master,
+        "jvm_options": summary.get("jvm_options"),
         "lines": lines,
         "documents": summary["documents"],
         "parse_s": parse_s,
@@ -161,10 +162,17 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--baseline-lines", type=int, default=200_000)
     parser.add_argument(
-        "--java-options", default="", help="spark-submit --driver-java-options for both runs"
+        "--java-options",
+        default=None,
+        help="spark-submit --driver-java-options for both runs (default: "
+        "OPSASSIST_HISTORY_DRIVER_JAVA_OPTIONS, as the DAG sets them; '' for none)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.java_options is None:
+        from opsassist.settings import get_settings
+
+        args.java_options = get_settings().history_driver_java_options
     result: dict[str, Any] = {
         "machine": machine(),
         "load_before": load_average(),
@@ -190,6 +198,7 @@ def main() -> None:
     base = result["baseline_single_process"]
     print(f"machine: {result['machine']}")
     print(f"load average before {result['load_before']}, after {result['load_after']}")
+    print(f"driver JVM options: {result['local_1']['jvm_options']}")
     print(
         "this machine's own 1 -> 2 core scaling (two pure-Python loops in two processes vs one): "
         f"{result['two_core_ceiling_before']} before, {result['two_core_ceiling_after']} after"

@@ -13,8 +13,9 @@ Daily schedule with ``catchup`` from ``OPSASSIST_HISTORY_START_DATE``; reprocess
 ``airflow backfill create --dag-id signals_history --from-date 2026-01-01 --to-date 2026-01-31``
 (a running scheduler executes the runs). Spark master: the Airflow connection
 ``OPSASSIST_HISTORY_SPARK_CONN_ID`` (``AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark",
-"host": "local[2]"}'``; without a connection the provider falls back to YARN). Wiring only: the
-job and the library do the work.
+"host": "local[2]"}'``; without a connection the provider falls back to YARN); the driver's JVM
+options from ``OPSASSIST_HISTORY_DRIVER_JAVA_OPTIONS``. Wiring only: the job and the library do
+the work.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def _spark_submit() -> str:
 settings = get_settings()
 
 
+def _driver_conf() -> dict[str, str]:
+    options = settings.history_driver_java_options.strip()
+    return {"spark.driver.extraJavaOptions": options} if options else {}
+
+
 @dag(
     dag_id="signals_history",
     # data intervals [D, D+1) (a bare "@daily" is a cron trigger in Airflow 3: no interval)
@@ -69,6 +75,7 @@ def signals_history() -> None:
         name="opsassist-signals-history",
         application_args=["--date", FIRST_DAY, "--end-date", LAST_DAY],
         env_vars={"PYSPARK_PYTHON": sys.executable},
+        conf=_driver_conf(),
         spark_binary=_spark_submit(),
         verbose=False,
     )

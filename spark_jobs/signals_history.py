@@ -110,6 +110,12 @@ def session(master: str, split_mb: int) -> Any:
     return spark
 
 
+def jvm_options(spark: Any) -> list[str]:
+    """The driver JVM's -XX options (e.g. the JIT tier from spark.driver.extraJavaOptions)."""
+    runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    return [str(a) for a in runtime.getInputArguments() if str(a).startswith("-XX:")]
+
+
 def list_files(spark: Any, folders: Sequence[str]) -> list[str]:
     """Data files under the folders that exist (any Hadoop file system), hidden ones skipped."""
     jvm = spark.sparkContext._jvm
@@ -264,6 +270,7 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         "archive": root,
         "files": len(files),
         "master": context.master,
+        "jvm_options": jvm_options(spark),
         "parallelism": context.defaultParallelism,
         "list_s": round(time.perf_counter() - timer, 3),
     }

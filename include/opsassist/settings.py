@@ -306,6 +306,13 @@ class Settings(BaseSettings):
         description="Input split of the history job: archived bytes per parse task. Splits "
         "depend on the data only, not on the cores, so any master does the same work.",
     )
+    history_driver_java_options: str = Field(
+        default="-XX:TieredStopAtLevel=1",
+        description="JVM options of the history job's driver (spark.driver.extraJavaOptions; in "
+        "local mode the driver is the executor too), set by the history DAG. The default stops "
+        "the JIT at C1: the JVM of a one-day job does little but move rows to the Python "
+        "workers, and C2 compiling (~15 s of CPU per run) took cores from them.",
+    )
     history_spark_conn_id: str = Field(
         default="spark_default",
         description="Airflow Spark connection of the history DAG's SparkSubmitOperator.",

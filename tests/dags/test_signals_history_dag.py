@@ -35,6 +35,8 @@ def test_history_dag_backfills_two_dates_once(
 
     dag = DagBag(str(DAGS)).get_dag("signals_history")
     assert dag is not None and dag.catchup and dag.tasks[0].task_type == "SparkSubmitOperator"
+    conf = dag.tasks[0].conf  # type: ignore[attr-defined]
+    assert conf == {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}  # the default
 
     def run(day: dt.date) -> dict[str, str]:
         start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)

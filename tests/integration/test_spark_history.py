@@ -76,7 +76,8 @@ def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
 
     data_dir = tmp_path / "spark"
     first, second = (d.isoformat() for d in days.days)
-    command = [str(VENV_BIN / "spark-submit"), "--master", "local[2]", str(JOB)]
+    command = [str(VENV_BIN / "spark-submit"), "--master", "local[2]"]
+    command += ["--driver-java-options", "-XX:TieredStopAtLevel=1", str(JOB)]  # as documented
     command += ["--date", first, "--end-date", second, "--output", str(tmp_path / "out")]
     result = subprocess.run(
         command,
@@ -90,6 +91,7 @@ def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
     summaries = day_summaries(result.stdout)
     assert [s["day"] for s in summaries] == [first, second]
     assert {s["master"] for s in summaries} == {"local[2]"}  # spark-submit's --master stands
+    assert all("-XX:TieredStopAtLevel=1" in s["jvm_options"] for s in summaries)
     assert all(s["splits"] >= 4 for s in summaries), [s["splits"] for s in summaries]
     assert summaries[0]["rejected"] == stream_rejected  # dead-lettered by day one's run only
     assert summaries[1]["rejected"] == {}
