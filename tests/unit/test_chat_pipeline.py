@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -33,6 +31,7 @@ from opsassist.documents import Chunk, SearchHit, make_chunk
 from opsassist.index.base import Filters, RankedRow
 from opsassist.llm.client import KServeClient
 from opsassist.settings import Settings
+from tests.conftest import free_port, serve_in_thread
 
 NOW = dt.datetime(2026, 11, 25, 14, 30, tzinfo=dt.UTC)
 CRASH = "kubernetes/KubePodCrashLooping.md"
@@ -229,29 +228,12 @@ class ModelStub:
         return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def model_server() -> Iterator[tuple[str, ModelStub]]:
     stub = ModelStub()
     app = Starlette(routes=[Route("/openai/v1/chat/completions", stub.chat, methods=["POST"])])
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "stand-in model server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", stub
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app, lifespan="off") as base_url:
+        yield base_url, stub
 
 
 @pytest.fixture
@@ -286,7 +268,7 @@ def make_pipeline(
             {RUNBOOKS: list(CHUNKS), SIGNALS: list(SIGNAL_CHUNKS)},
             {"runbooks": RUNBOOKS} if aliases is None else aliases,
         )
-        url = f"http://127.0.0.1:{_free_port()}" if model.down else model_server[0]
+        url = f"http://127.0.0.1:{free_port()}" if model.down else model_server[0]
         client = KServeClient(url, "tiny", retries=0, read_timeout=1.0)
         clients.append(client)
         settings = chat_settings.model_copy(update=overrides)

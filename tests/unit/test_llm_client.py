@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -26,6 +24,7 @@ from opsassist.llm.errors import (
     error_message,
 )
 from opsassist.llm.sse import iter_lines, iter_sse_data
+from tests.conftest import free_port, serve_in_thread
 
 MODEL = "tiny"
 OPTIONS = GenerationOptions(max_tokens=8, temperature=0.0)
@@ -49,12 +48,6 @@ class StubState:
         self.v2_generate_stream = False
         self.calls: dict[str, int] = {}
         self.bodies: dict[str, Any] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stub_app(state: StubState) -> FastAPI:
@@ -175,18 +168,8 @@ def _stub_app(state: StubState) -> FastAPI:
 @pytest.fixture(scope="module")
 def stub() -> Iterator[tuple[str, StubState]]:
     state = StubState()
-    port = _free_port()
-    config = uvicorn.Config(_stub_app(state), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "stub model server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", state
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(_stub_app(state)) as base_url:
+        yield base_url, state
 
 
 @pytest.fixture
@@ -303,7 +286,7 @@ def test_4xx_is_not_retried_and_keeps_the_openai_message(base_url: str, state: S
 
 
 def test_connect_errors_are_retried_then_reported(state: StubState) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     client = make_client(closed, retries=2, backoff_seconds=0.05)
     started = time.perf_counter()
     with pytest.raises(ModelUnavailableError, match=r"unreachable at .*: connection refused"):
@@ -500,7 +483,7 @@ def test_ready_checks_the_model_for_each_protocol(base_url: str, state: StubStat
     assert ok is False and "missing" in detail
     ok, _ = asyncio.run(run(KServeClient(base_url, MODEL, protocol="v2", v2_model="missing")))
     assert ok is False
-    ok, detail = asyncio.run(run(KServeClient(f"http://127.0.0.1:{_free_port()}", MODEL)))
+    ok, detail = asyncio.run(run(KServeClient(f"http://127.0.0.1:{free_port()}", MODEL)))
     assert ok is False and "connection refused" in detail
 
 
