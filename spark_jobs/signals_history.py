@@ -44,6 +44,8 @@ KIND_CHOICES = ("logs", "metrics", "events")
 # pay for a second worker.
 EMBED_TEXTS_PER_PARTITION = 256
 IGNORED = ("LICENSE", "CITATION", "README", "SOURCE", "_SUCCESS")
+# Each parse task adds one to this count: the input splits, known without planning the read twice.
+SPLIT_COUNT = "_splits"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -107,6 +109,10 @@ def session(master: str, split_mb: int) -> Any:
     # followed the cores would make a bigger cluster do more work for the same documents.
     spark.conf.set("spark.sql.files.maxPartitionBytes", f"{split_mb}m")
     spark.conf.set("spark.sql.files.minPartitionNum", "1")
+    # The documents shuffle is small in bytes but heavy in CPU (template mining per window):
+    # adaptive execution would merge it by size into a few uneven tasks (one on local[1],
+    # 1.7/2.3/3.3 s on local[2]), so its 2 x cores partitions stay as they are.
+    spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
     return spark
 
 
@@ -187,13 +193,14 @@ def partial_aggregates(scope: Any, config: Any, max_bytes: int) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
-        from opsassist.pipelines.history import Partial, add_record, partial_rows
+        from opsassist.pipelines.history import COUNT, WHOLE, Partial, add_record, partial_rows
 
         partial = Partial()
         for frame in batches:
             for origin, payload in zip(frame["origin"], frame["payload"], strict=True):
                 add_record(partial, origin, bytes(payload), scope, config, max_bytes)
         rows = list(partial_rows(partial, config.window_seconds))
+        rows.append((COUNT, SPLIT_COUNT, 1, "", WHOLE))
         yield pd.DataFrame(rows, columns=["kind", "grp", "start", "agg", "block"])
 
     return run
@@ -280,7 +287,6 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         summary |= {"records": {}, "rejected": {}, "documents": 0}
         partials = None
     else:
-        summary["splits"] = records.rdd.getNumPartitions()
         max_bytes = settings.signals_max_message_bytes
         partials = records.mapInPandas(
             partial_aggregates(scope, config, max_bytes), PARTIAL_SCHEMA
@@ -288,6 +294,7 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         counts: dict[str, int] = {}
         for row in partials.filter(F.col("kind") == COUNT).collect():
             counts[row["grp"]] = counts.get(row["grp"], 0) + int(row["start"])
+        summary["splits"] = counts.pop(SPLIT_COUNT, 0)
         summary["records"] = dict(sorted(counts.items()))
         summary["parse_s"] = round(time.perf_counter() - parsing, 3)
         letters = partials.filter(F.col("kind") == DEADLETTER)
@@ -305,13 +312,18 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
     parallelism = spark.sparkContext.defaultParallelism
     if partials is not None:
         windows = partials.filter(F.col("kind").isin("log", "event", "metric"))
-        docs = windows.groupBy("kind", "grp", "block").applyInPandas(
-            window_documents(scope, config), DOCUMENT_SCHEMA
+        # One job builds the documents and brings them to the driver (the indexing needs them
+        # there anyway): no cache, count, distinct or sort jobs over them in Spark.
+        table = (
+            windows.groupBy("kind", "grp", "block")
+            .applyInPandas(window_documents(scope, config), DOCUMENT_SCHEMA)
+            .toArrow()
+            .sort_by("id")
         )
-        docs = docs.cache()
-        summary["windows_documents"] = docs.count()
+        partials.unpersist()
+        summary["windows_documents"] = table.num_rows
         summary["documents_s"] = round(time.perf_counter() - dead, 3)
-        texts = sorted(r["embed_text"] for r in docs.select("embed_text").distinct().collect())
+        texts = sorted(set(table.column("embed_text").to_pylist()))
         known = cached_vectors(settings, texts)
         missing = [t for t in texts if t not in known]
         fresh: dict[str, list[float]] = {}
@@ -326,20 +338,18 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
                 ),
                 "embed_text string, vector array<float>",
             )
-            table = embedded.toArrow()
+            vectors_table = embedded.toArrow()
             fresh = dict(
                 zip(
-                    table.column("embed_text").to_pylist(),
-                    table.column("vector").to_pylist(),
+                    vectors_table.column("embed_text").to_pylist(),
+                    vectors_table.column("vector").to_pylist(),
                     strict=True,
                 )
             )
             remember_vectors(settings, fresh)
         summary |= {"embedded_texts": len(missing), "cached_texts": len(known)}
         summary["embed_s"] = round(time.perf_counter() - dead - summary["documents_s"], 3)
-        rows = docs.orderBy("id").toArrow().to_pylist()  # columnar collect
-        partials.unpersist()
-        docs.unpersist()
+        rows = table.to_pylist()
         vectors = known | fresh
     built = time.perf_counter()
     chunks = [chunk_from_row(row, vectors[row["embed_text"]]) for row in rows]
