@@ -13,9 +13,10 @@ Daily schedule with ``catchup`` from ``OPSASSIST_HISTORY_START_DATE``; reprocess
 ``airflow backfill create --dag-id signals_history --from-date 2026-01-01 --to-date 2026-01-31``
 (a running scheduler executes the runs). Spark master: the Airflow connection
 ``OPSASSIST_HISTORY_SPARK_CONN_ID`` (``AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark",
-"host": "local[2]"}'``; without a connection the provider falls back to YARN); the driver's JVM
-options from ``OPSASSIST_HISTORY_DRIVER_JAVA_OPTIONS``. Wiring only: the job and the library do
-the work.
+"host": "local[2]"}'``; without a connection the provider falls back to YARN). The first task,
+``driver_jvm``, gives the driver's JVM options: ``OPSASSIST_HISTORY_DRIVER_JAVA_OPTIONS`` and the
+class-data archive of ``opsassist.pipelines.history_jvm`` (made on the first run in an environment).
+Wiring only: the job and the library do the work.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import dag
+from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opsassist.settings import PROJECT_ROOT, get_settings
@@ -50,9 +51,14 @@ def _spark_submit() -> str:
 settings = get_settings()
 
 
-def _driver_conf() -> dict[str, str]:
-    options = settings.history_driver_java_options.strip()
-    return {"spark.driver.extraJavaOptions": options} if options else {}
+@task(retries=0)
+def driver_jvm() -> str:
+    """The driver's JVM options: OPSASSIST_HISTORY_DRIVER_JAVA_OPTIONS and the class archive
+    (made on the first run in this environment, ~45 s; a failure only means none is used)."""
+    from opsassist.pipelines.history_jvm import driver_java_options, ensure_class_archive
+
+    current = get_settings()
+    return driver_java_options(current, ensure_class_archive(current))
 
 
 @dag(
@@ -68,17 +74,19 @@ def _driver_conf() -> dict[str, str]:
     doc_md=__doc__,
 )
 def signals_history() -> None:
-    SparkSubmitOperator(
+    options = driver_jvm()
+    reprocess = SparkSubmitOperator(
         task_id="reprocess_day",
         application=str(JOB),
         conn_id=settings.history_spark_conn_id,
         name="opsassist-signals-history",
         application_args=["--date", FIRST_DAY, "--end-date", LAST_DAY],
         env_vars={"PYSPARK_PYTHON": sys.executable},
-        conf=_driver_conf(),
+        conf={"spark.driver.extraJavaOptions": "{{ ti.xcom_pull(task_ids='driver_jvm') }}"},
         spark_binary=_spark_submit(),
         verbose=False,
     )
+    options >> reprocess
 
 
 signals_history()

@@ -129,3 +129,20 @@ def airflow_home() -> Path:
             timeout=300,
         )
     return home
+
+
+@pytest.fixture(scope="session")
+def history_class_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The history driver's class-data archive, made once by the real training run (spark-submit
+    on the bundled sample day) and shared by the Spark tests through
+    OPSASSIST_HISTORY_CLASS_ARCHIVE_DIR."""
+    from opsassist.pipelines.history_jvm import ensure_class_archive
+    from opsassist.settings import Settings
+
+    folder = tmp_path_factory.mktemp("class-archive")
+    archive = ensure_class_archive(
+        Settings(data_dir=folder / "data", history_class_archive_dir=str(folder))
+    )
+    assert archive is not None and archive.parent == folder and archive.stat().st_size > 10**7
+    assert [p.name for p in folder.iterdir() if p.is_file()] == [archive.name]  # no leftovers
+    return archive

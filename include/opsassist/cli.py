@@ -220,6 +220,16 @@ def settings_command(
     print(json.dumps(data, indent=2))
 
 
+@app.command("history-java-options")
+def history_java_options_command() -> None:
+    """Print the history job's driver JVM options, for spark-submit --driver-java-options
+    (makes the class-data archive first if this environment has none: ~45 s, once)."""
+    settings = _setup()
+    from opsassist.pipelines.history_jvm import driver_java_options, ensure_class_archive
+
+    print(driver_java_options(settings, ensure_class_archive(settings)))
+
+
 @app.command("versions")
 def versions_command(
     index: Annotated[str | None, typer.Option(help="Alias (default: runbooks).")] = None,

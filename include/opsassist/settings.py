@@ -313,6 +313,16 @@ class Settings(BaseSettings):
         "the JIT at C1: the JVM of a one-day job does little but move rows to the Python "
         "workers, and C2 compiling (~15 s of CPU per run) took cores from them.",
     )
+    history_class_archive: bool = Field(
+        default=True,
+        description="Give the history job's driver a class-data sharing archive (AppCDS), made "
+        "once per JDK and Spark version by a short training run (~45 s): the JVM maps Spark's "
+        "classes instead of loading them, and a day's run starts ~3.5 s sooner.",
+    )
+    history_class_archive_dir: str = Field(
+        default="",
+        description="Folder of the history driver's class archives (empty: <data dir>/spark).",
+    )
     history_spark_conn_id: str = Field(
         default="spark_default",
         description="Airflow Spark connection of the history DAG's SparkSubmitOperator.",

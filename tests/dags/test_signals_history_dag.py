@@ -18,7 +18,10 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 @pytest.mark.slow
 def test_history_dag_backfills_two_dates_once(
-    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    history_class_archive: Path,
 ) -> None:
     today = dt.datetime.now(dt.UTC).date()
     days = build_two_days(tmp_path, today - dt.timedelta(days=2), per_day=60)
@@ -26,6 +29,7 @@ def test_history_dag_backfills_two_dates_once(
     data_dir = tmp_path / "spark"
     env = spark_env(data_dir, days.archive)
     env["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": "local[2]"})
+    env["OPSASSIST_HISTORY_CLASS_ARCHIVE_DIR"] = str(history_class_archive.parent)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     from opsassist.settings import get_settings
@@ -34,15 +38,22 @@ def test_history_dag_backfills_two_dates_once(
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(str(DAGS)).get_dag("signals_history")
-    assert dag is not None and dag.catchup and dag.tasks[0].task_type == "SparkSubmitOperator"
-    conf = dag.tasks[0].conf  # type: ignore[attr-defined]
-    assert conf == {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}  # the default
+    assert dag is not None and dag.catchup
+    submit = dag.get_task("reprocess_day")
+    assert submit.task_type == "SparkSubmitOperator"
+    assert submit.upstream_task_ids == {"driver_jvm"}
+    conf = submit.conf  # type: ignore[attr-defined]
+    assert conf == {"spark.driver.extraJavaOptions": "{{ ti.xcom_pull(task_ids='driver_jvm') }}"}
 
     def run(day: dt.date) -> dict[str, str]:
         start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
         # dag.test infers a manual run's interval: the day that ends at its logical date
         dag_run = dag.test(logical_date=start + dt.timedelta(days=1))
         assert dag_run.state == "success", [ti.state for ti in dag_run.get_task_instances()]
+        # the driver got the default options and the shared class archive
+        assert _driver_options(dag_run.run_id) == (
+            f"-XX:TieredStopAtLevel=1 -XX:SharedArchiveFile={history_class_archive}"
+        )
         assert (dag_run.data_interval_start, dag_run.data_interval_end) == (
             start,
             start + dt.timedelta(days=1),
@@ -59,6 +70,19 @@ def test_history_dag_backfills_two_dates_once(
     assert after_second == expected  # both days, each document once, as streamed
     assert set(_days(data_dir)) == {first.isoformat(), second.isoformat()}
     assert run(first) == expected  # a re-run replaces in place: nothing added, nothing lost
+
+
+def _driver_options(run_id: str) -> str:
+    """What the run's driver_jvm task returned (the reprocess task's JVM options)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=run_id, dag_ids="signals_history", task_ids="driver_jvm", key="return_value"
+        )
+        row = session.scalars(query).one()
+        return str(XComModel.deserialize_value(row))
 
 
 def _days(data_dir: Path) -> list[str]:

@@ -15,6 +15,7 @@ import pytest
 
 from opsassist.index.embedded import EmbeddedIndexStore
 from opsassist.pipelines import signals as pipeline
+from opsassist.pipelines.history_jvm import driver_java_options, ensure_class_archive
 from opsassist.settings import Settings
 from tests.conftest import ROOT, VENV_BIN
 from tests.integration.history_fixtures import TwoDays, build_two_days
@@ -68,7 +69,9 @@ def streamed(days: TwoDays, data_dir: Path) -> tuple[dict[str, str], dict[str, i
 
 
 @pytest.mark.slow
-def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
+def test_spark_submit_two_days_equals_streaming(
+    tmp_path: Path, history_class_archive: Path
+) -> None:
     today = dt.datetime.now(dt.UTC).date()
     days = build_two_days(tmp_path, today - dt.timedelta(days=2))  # inside the retention
     stream_docs, stream_rejected = streamed(days, tmp_path / "stream")
@@ -77,7 +80,13 @@ def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
     data_dir = tmp_path / "spark"
     first, second = (d.isoformat() for d in days.days)
     command = [str(VENV_BIN / "spark-submit"), "--master", "local[2]"]
-    command += ["--driver-java-options", "-XX:TieredStopAtLevel=1", str(JOB)]  # as documented
+    settings = Settings(
+        data_dir=data_dir, history_class_archive_dir=str(history_class_archive.parent)
+    )
+    # as documented (opsassist history-java-options); -Xshare:on: a JVM that cannot map the
+    # archive fails instead of quietly starting without it
+    options = driver_java_options(settings, ensure_class_archive(settings)) + " -Xshare:on"
+    command += ["--driver-java-options", options, str(JOB)]
     command += ["--date", first, "--end-date", second, "--output", str(tmp_path / "out")]
     result = subprocess.run(
         command,
@@ -92,6 +101,8 @@ def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
     assert [s["day"] for s in summaries] == [first, second]
     assert {s["master"] for s in summaries} == {"local[2]"}  # spark-submit's --master stands
     assert all("-XX:TieredStopAtLevel=1" in s["jvm_options"] for s in summaries)
+    shared = f"-XX:SharedArchiveFile={history_class_archive}"
+    assert all(shared in s["jvm_options"] for s in summaries)
     assert all(s["splits"] >= 4 for s in summaries), [s["splits"] for s in summaries]
     assert summaries[0]["rejected"] == stream_rejected  # dead-lettered by day one's run only
     assert summaries[1]["rejected"] == {}
@@ -108,3 +119,17 @@ def test_spark_submit_two_days_equals_streaming(tmp_path: Path) -> None:
     assert written == stream_docs  # same ids, same text: nothing missing, nothing extra
     assert index_texts(data_dir) == stream_docs  # and that is what the index holds
     assert sum(s["index"]["upserted"] for s in summaries) == len(stream_docs)
+
+
+@pytest.mark.slow
+def test_class_archive_training_failure_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training run that fails (here: its Python workers cannot start) gives no archive and no
+    half-written file: the job then starts without one."""
+    monkeypatch.setenv("PYSPARK_PYTHON", str(tmp_path / "no-such-python"))
+    settings = Settings(data_dir=tmp_path / "data")
+    assert ensure_class_archive(settings) is None
+    folder = tmp_path / "data" / "spark"
+    assert list(folder.iterdir()) == []
+    assert driver_java_options(settings, None) == settings.history_driver_java_options
