@@ -122,11 +122,12 @@ def jvm_options(spark: Any) -> list[str]:
     return [str(a) for a in runtime.getInputArguments() if str(a).startswith("-XX:")]
 
 
-def list_files(spark: Any, folders: Sequence[str]) -> list[str]:
-    """Data files under the folders that exist (any Hadoop file system), hidden ones skipped."""
+def list_files(spark: Any, folders: Sequence[str]) -> list[tuple[str, int]]:
+    """(URI, bytes) of the data files under the folders that exist (any Hadoop file system),
+    hidden ones skipped."""
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
-    files: list[str] = []
+    files: list[tuple[str, int]] = []
     for folder in folders:
         path = jvm.org.apache.hadoop.fs.Path(folder)
         fs = path.getFileSystem(conf)
@@ -134,11 +135,12 @@ def list_files(spark: Any, folders: Sequence[str]) -> list[str]:
             continue
         listing = fs.listFiles(path, True)
         while listing.hasNext():
-            name = listing.next().getPath().toString()
+            status = listing.next()
+            name = status.getPath().toString()
             base = name.rsplit("/", 1)[-1]
             if base.startswith((".", "_")) or base.startswith(IGNORED) or base.endswith("~"):
                 continue
-            files.append(name)
+            files.append((name, int(status.getLen())))
     return sorted(files)
 
 
@@ -150,23 +152,25 @@ def remove(spark: Any, folder: str) -> None:
         fs.delete(path, True)
 
 
-def read_records(spark: Any, files: Sequence[str]) -> Any:
-    """(origin, payload bytes) rows: one per text line, or per Parquet row (as JSON)."""
+def read_records(spark: Any, files: Sequence[tuple[str, int]], whole_bytes: int) -> Any:
+    """(origin, payload bytes, whole) rows: a whole file (``whole``: text files up to
+    ``whole_bytes``, split into lines by the worker), a text line, or a Parquet row (as JSON)."""
     from pyspark.sql import functions as F
 
-    frames = []
-    text = [f for f in files if not f.endswith(".parquet")]
-    parquet = [f for f in files if f.endswith(".parquet")]
+    from opsassist.pipelines.history import describe_path, splits_itself
+
+    frames: list[Any] = []
+    whole = [f for f, size in files if size <= whole_bytes and splits_itself(f)]
+    parquet = [f for f, _ in files if f.endswith(".parquet")]
+    taken = set(whole) | set(parquet)
+    text = [f for f, _ in files if f not in taken]
+    origin = F.col("_metadata.file_path").alias("origin")
+    if whole:  # one row per file: no per-line work in the JVM beside the Python workers
+        blobs = spark.read.format("binaryFile").load(whole)
+        frames.append(blobs.select(origin, F.col("content").alias("payload"), F.lit(True)))
     if text:
         lines = spark.read.text(text)
-        frames.append(
-            lines.select(
-                F.col("_metadata.file_path").alias("origin"),
-                F.col("value").cast("binary").alias("payload"),
-            )
-        )
-    from opsassist.pipelines.history import describe_path
-
+        frames.append(lines.select(origin, F.col("value").cast("binary"), F.lit(False)))
     by_kind: dict[str, list[str]] = {}
     for name in parquet:  # one read per kind: logs and events have different columns
         by_kind.setdefault(describe_path(name)[0], []).append(name)
@@ -175,17 +179,13 @@ def read_records(spark: Any, files: Sequence[str]) -> Any:
         columns = rows.columns
         raw = [c for c in ("line", "value", "message") if c in columns]
         value = F.col(raw[0]) if len(columns) == 1 and raw else F.to_json(F.struct("*"))
-        frames.append(
-            rows.select(
-                F.col("_metadata.file_path").alias("origin"), value.cast("binary").alias("payload")
-            )
-        )
+        frames.append(rows.select(origin, value.cast("binary"), F.lit(False)))
     if not frames:
         return None
     out = frames[0]
     for frame in frames[1:]:
-        out = out.unionByName(frame)
-    return out
+        out = out.union(frame)
+    return out.toDF("origin", "payload", "whole")
 
 
 # --- the functions Spark maps (library calls only) ---
@@ -193,12 +193,21 @@ def partial_aggregates(scope: Any, config: Any, max_bytes: int) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
-        from opsassist.pipelines.history import COUNT, WHOLE, Partial, add_record, partial_rows
+        from opsassist.pipelines.history import (
+            COUNT,
+            WHOLE,
+            Partial,
+            add_file,
+            add_record,
+            partial_rows,
+        )
 
         partial = Partial()
         for frame in batches:
-            for origin, payload in zip(frame["origin"], frame["payload"], strict=True):
-                add_record(partial, origin, bytes(payload), scope, config, max_bytes)
+            records = zip(frame["origin"], frame["payload"], frame["whole"], strict=True)
+            for origin, payload, whole in records:
+                add = add_file if whole else add_record
+                add(partial, origin, bytes(payload), scope, config, max_bytes)
         rows = list(partial_rows(partial, config.window_seconds))
         rows.append((COUNT, SPLIT_COUNT, 1, "", WHOLE))
         yield pd.DataFrame(rows, columns=["kind", "grp", "start", "agg", "block"])
@@ -282,7 +291,8 @@ def process_day(spark: Any, day: dt.date, args: argparse.Namespace) -> dict[str,
         "list_s": round(time.perf_counter() - timer, 3),
     }
     parsing = time.perf_counter()
-    records = read_records(spark, files)
+    whole_mb = min(settings.history_whole_file_mb, settings.history_split_mb)
+    records = read_records(spark, files, whole_mb * 1024 * 1024)
     if records is None:
         summary |= {"records": {}, "rejected": {}, "documents": 0}
         partials = None

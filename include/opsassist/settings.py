@@ -306,6 +306,15 @@ class Settings(BaseSettings):
         description="Input split of the history job: archived bytes per parse task. Splits "
         "depend on the data only, not on the cores, so any master does the same work.",
     )
+    history_whole_file_mb: int = Field(
+        default=16,
+        ge=0,
+        description="Archived text files up to this size (and up to the input split) are read "
+        "as one row each and split into lines by the Python worker (LF, CR, CRLF, as Spark's "
+        "text reader; gzip and bzip2 undone there): the JVM then does no per-line work beside "
+        "the workers. Larger files are read line by line and split across tasks. 0: always "
+        "line by line.",
+    )
     history_driver_java_options: str = Field(
         default="-XX:TieredStopAtLevel=1",
         description="JVM options of the history job's driver (spark.driver.extraJavaOptions; in "

@@ -1,5 +1,6 @@
 """The history DAG via ``dag.test()``: one run per date (data interval = that day), each through
-SparkSubmitOperator and spark-submit in local mode. Each day's documents
+SparkSubmitOperator and spark-submit in local mode (archived files read whole and split into lines
+by the workers, the default; the spark-submit test reads them line by line). Each day's documents
 are in the index once, exactly the streaming path's; re-running a day adds nothing."""
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def test_history_dag_backfills_two_dates_once(
     assert {i for i in expected if i in after_first} == set(after_first)
     sections = {dt.date.fromisoformat(text_day) for text_day in _days(data_dir)}
     assert sections == {first}  # the run handled its own data interval only
+    letters = (data_dir / "history" / "deadletter" / f"date={first}").glob("part-*")
+    reasons = [json.loads(line)["reason"] for p in letters for line in p.read_text().splitlines()]
+    assert sorted(reasons) == ["binary content", "invalid json"]  # as the streaming path
     after_second = run(second)
     assert after_second == expected  # both days, each document once, as streamed
     assert set(_days(data_dir)) == {first.isoformat(), second.isoformat()}

@@ -90,8 +90,14 @@ def test_spark_submit_two_days_equals_streaming(
     command += ["--date", first, "--end-date", second, "--output", str(tmp_path / "out")]
     result = subprocess.run(
         command,
-        # 1 MB input splits: several partitions' partial aggregates to merge per window
-        env=spark_env(data_dir, days.archive, OPSASSIST_HISTORY_SPLIT_MB="1"),
+        # 1 MB input splits: several partitions' partial aggregates to merge per window; every
+        # file read line by line by Spark (the DAG test reads whole files, the default here)
+        env=spark_env(
+            data_dir,
+            days.archive,
+            OPSASSIST_HISTORY_SPLIT_MB="1",
+            OPSASSIST_HISTORY_WHOLE_FILE_MB="0",
+        ),
         capture_output=True,
         text=True,
         timeout=900,

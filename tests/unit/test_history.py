@@ -3,8 +3,10 @@ the single-process miner on the loghub samples, and every archived record has on
 
 from __future__ import annotations
 
+import bz2
 import csv
 import datetime as dt
+import gzip
 import json
 from pathlib import Path
 
@@ -16,12 +18,16 @@ from opsassist.pipelines.history import (
     BLOCK_SECONDS,
     DEADLETTER,
     REASON_OUTSIDE,
+    REASON_UNREADABLE,
     DayScope,
     Partial,
+    add_file,
     add_record,
     describe_path,
+    file_lines,
     group_documents,
     partial_rows,
+    splits_itself,
 )
 from opsassist.signals import SignalConfig
 
@@ -102,6 +108,49 @@ def test_each_record_has_one_owner_and_bad_ones_are_dead_lettered() -> None:
         "log", "app", [(s, a) for k, _, s, a, _ in rows if k == "log"], scope, config
     )
     assert len(docs) == 2 and all(d.section.startswith("2026-01-02T") for d in docs)
+
+
+def test_whole_files_split_into_the_lines_sparks_text_reader_gives() -> None:
+    text = b"first\nsecond\r\nthird\rfourth\n\nsixth"  # LF, CRLF, CR, an empty line, no end
+    lines = [b"first", b"second", b"third", b"fourth", b"", b"sixth"]
+    assert file_lines("/a/logs/date=2026-01-02/app/app.log", text) == lines
+    assert file_lines("/a/x.log", text + b"\n") == lines  # a final terminator adds no line
+    assert file_lines("/a/x.log.gz", gzip.compress(text)) == lines
+    assert file_lines("/a/X.LOG.GZ", gzip.compress(text[:12]) + gzip.compress(text[12:])) == lines
+    assert file_lines("/a/x.jsonl.bz2", bz2.compress(text)) == lines
+    assert file_lines("/a/x.log", b"") == []
+    assert file_lines("/a/x.log", b"tab\tform\x0cfeed\x1cfs") == [b"tab\tform\x0cfeed\x1cfs"]
+    assert splits_itself("s3a://b/logs/date=2026-01-02/app.log.gz")
+    assert splits_itself("file:/a/logs/date=2026-01-02/app/part-0")
+    for other in ("x.parquet", "x.log.snappy", "x.log.zst", "x.log.lz4", "x.log.deflate"):
+        assert not splits_itself(other)  # Spark's readers and Hadoop's codecs
+
+
+def test_a_whole_file_folds_like_its_lines_and_an_unreadable_one_is_one_dead_letter() -> None:
+    config = SignalConfig()
+    scope = DayScope.for_day(dt.date(2026, 1, 2), config, slack_days=1)
+    own = "/a/logs/date=2026-01-02/app/app.log.gz"
+    lines = [
+        b"2026-01-02T10:00:01Z ERROR disk full on /dev/sda1",
+        b'{"log": "broken',
+        b"2026-01-02T10:00:05Z WARN retrying write",
+    ]
+    by_line, by_file = Partial(), Partial()
+    for line in lines:
+        add_record(by_line, own, line, scope, config, 65536)
+    add_file(by_file, own, gzip.compress(b"\r\n".join(lines)), scope, config, 65536)
+    assert list(partial_rows(by_file)) == list(partial_rows(by_line))
+
+    truncated = gzip.compress(b"\n".join(lines))[:-9]
+    broken = Partial()
+    add_file(broken, own, truncated, scope, config, 65536)
+    add_file(broken, own, b"not gzip at all", scope, config, 65536)
+    add_file(broken, "/a/logs/date=2026-01-01/app/app.log.gz", truncated, scope, config, 65536)
+    letters = [json.loads(agg) for kind, _, _, agg, _ in partial_rows(broken) if kind == DEADLETTER]
+    assert [letter["reason"] for letter in letters] == [REASON_UNREADABLE] * 2  # own day only
+    assert letters[0]["file"] == own and "EOFError" in letters[0]["detail"]
+    assert letters[0]["payload_base64"]  # the bytes are kept, nothing is lost
+    assert broken.counts == {"log_rejected": 2}
 
 
 def test_documents_built_per_block_equal_the_whole_day() -> None:

@@ -47,10 +47,13 @@ Template mining at scale: per-partition aggregates, merged exactly, mined once p
 from __future__ import annotations
 
 import base64
+import bz2
 import dataclasses
 import datetime as dt
+import gzip
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from opsassist.documents import Chunk
@@ -74,6 +77,14 @@ from opsassist.signals import (
 DAY_SECONDS = 86_400
 KIND_DIRS: dict[str, str] = {"logs": "log", "metrics": "metric", "events": "event"}
 REASON_OUTSIDE = "outside partition"
+REASON_UNREADABLE = "unreadable file"
+# Whole-file rows (see add_file): compression the Python worker undoes itself; files compressed
+# with Hadoop's other codecs, and Parquet, are read by Spark's readers.
+WHOLE_FILE_CODECS: dict[str, Callable[[bytes], bytes]] = {
+    ".gz": gzip.decompress,
+    ".bz2": bz2.decompress,
+}
+SPARK_ONLY_SUFFIXES = (".parquet", ".deflate", ".snappy", ".lz4", ".zst", ".zstd", ".br", ".xz")
 DEADLETTER = "deadletter"
 COUNT = "count"
 # the schema of the partial-aggregate rows (kind, group, window start, aggregate as JSON, block)
@@ -222,6 +233,48 @@ def dead_letter_entry(
     except UnicodeDecodeError:
         entry["payload_base64"] = base64.b64encode(payload).decode()
     return entry
+
+
+def splits_itself(name: str) -> bool:
+    """True when a worker can read the whole file and split its lines itself (plain text, or
+    text compressed with gzip or bzip2); False for Parquet and Hadoop's other codecs."""
+    return not name.lower().endswith(SPARK_ONLY_SUFFIXES)
+
+
+def file_lines(origin: str, content: bytes) -> list[bytes]:
+    """The lines of a whole archived file as Spark's text reader gives them: decompressed by
+    suffix (``.gz``, ``.bz2``), split at LF, CR or CRLF, the terminators dropped."""
+    lowered = origin.lower()
+    for suffix, decompress in WHOLE_FILE_CODECS.items():
+        if lowered.endswith(suffix):
+            content = decompress(content)
+            break
+    return content.splitlines()
+
+
+def add_file(
+    partial: Partial,
+    origin: str,
+    content: bytes,
+    scope: DayScope,
+    config: SignalConfig,
+    max_bytes: int,
+) -> None:
+    """:func:`add_record` for every line of a whole file. A file that cannot be decompressed is
+    one dead letter, its bytes kept (Spark's line reader would fail the job on it)."""
+    try:
+        lines = file_lines(origin, content)
+    except (OSError, EOFError, zlib.error) as exc:
+        kind, _, day = describe_cached(origin)
+        if day == scope.day:
+            detail = f"{type(exc).__name__}: {exc}"
+            partial.letters.append(
+                dead_letter_entry(kind, origin, content, REASON_UNREADABLE, detail)
+            )
+            partial.count(f"{kind}_rejected")
+        return
+    for line in lines:
+        add_record(partial, origin, line, scope, config, max_bytes)
 
 
 def add_record(
