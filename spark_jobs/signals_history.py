@@ -175,11 +175,19 @@ def read_records(spark: Any, files: Sequence[tuple[str, int]], whole_bytes: int)
     for name in parquet:  # one read per kind: logs and events have different columns
         by_kind.setdefault(describe_path(name)[0], []).append(name)
     for names in by_kind.values():
-        rows = spark.read.parquet(*names)
-        columns = rows.columns
-        raw = [c for c in ("line", "value", "message") if c in columns]
-        value = F.col(raw[0]) if len(columns) == 1 and raw else F.to_json(F.struct("*"))
-        frames.append(rows.select(origin, value.cast("binary"), F.lit(False)))
+        # Files of one kind may differ in columns (raw lines beside JSON records): read them with
+        # the union of their schemas and judge each row by the fields it has. A row whose only
+        # field is line/value/message is a raw line; any other row is a JSON record (to_json
+        # leaves out the fields other files brought in, which are null in this row).
+        rows = spark.read.option("mergeSchema", "true").parquet(*names)
+        field = {c: F.col(f"`{c}`") for c in rows.columns}  # names like "log.level", "@timestamp"
+        value = F.to_json(F.struct(*field.values())).cast("binary")
+        for raw in [c for c in ("message", "value", "line") if c in field]:
+            alone = field[raw].isNotNull()
+            for other in (c for c in field if c != raw):
+                alone = alone & field[other].isNull()
+            value = F.when(alone, field[raw].cast("binary")).otherwise(value)
+        frames.append(rows.select(origin, value, F.lit(False)))
     if not frames:
         return None
     out = frames[0]

@@ -15,7 +15,11 @@ import pytest
 
 from opsassist.index.embedded import EmbeddedIndexStore
 from opsassist.pipelines import signals as pipeline
-from opsassist.pipelines.history_jvm import driver_java_options, ensure_class_archive
+from opsassist.pipelines.history_jvm import (
+    driver_java_options,
+    ensure_class_archive,
+    write_training_archive,
+)
 from opsassist.settings import Settings
 from tests.conftest import ROOT, VENV_BIN
 from tests.integration.history_fixtures import TwoDays, build_two_days
@@ -139,3 +143,56 @@ def test_class_archive_training_failure_leaves_nothing(
     folder = tmp_path / "data" / "spark"
     assert list(folder.iterdir()) == []
     assert driver_java_options(settings, None) == settings.history_driver_java_options
+
+
+@pytest.mark.slow
+def test_parquet_archives_give_the_documents_of_the_same_records_as_text(
+    tmp_path: Path, history_class_archive: Path
+) -> None:
+    """The same day archived as text (raw lines, JSON lines) and as Parquet (a JSON record per
+    row, nested objects as structs; raw lines in a single ``line`` column, beside JSON logs of
+    the same kind): the same documents and the same dead letters."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    day = dt.date(2026, 1, 15)
+    text = write_training_archive(tmp_path / "text", day)  # logs, metrics and events
+    parquet = tmp_path / "parquet" / "archive"
+    for path in sorted(p for p in text.rglob("*") if p.suffix in (".log", ".jsonl")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in lines if line.strip()]
+            # every record's fields (the JSON logs mix two shapes), "log.level" and "@timestamp"
+            table = pa.Table.from_struct_array(pa.array(records))
+        else:
+            table = pa.table({"line": lines})
+        target = (parquet / path.relative_to(text)).with_suffix(".parquet")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, target)
+
+    settings = Settings(
+        data_dir=tmp_path, history_class_archive_dir=str(history_class_archive.parent)
+    )
+    documents: dict[str, dict[str, str]] = {}
+    rejected: dict[str, dict[str, int]] = {}
+    for name, archive in (("text", text), ("parquet", parquet)):
+        command = [str(VENV_BIN / "spark-submit"), "--master", "local[2]"]
+        command += ["--driver-java-options", driver_java_options(settings, history_class_archive)]
+        command += [str(JOB), "--date", day.isoformat(), "--archive", str(archive), "--dry-run"]
+        command += ["--output", str(tmp_path / name)]
+        result = subprocess.run(
+            command,
+            env=spark_env(tmp_path / f"data-{name}", archive),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        (summary,) = day_summaries(result.stdout)
+        rejected[name] = summary["rejected"]
+        rows = (tmp_path / name / f"{day}.jsonl").read_text().splitlines()
+        documents[name] = {r["id"]: r["text"] for r in map(json.loads, rows)}
+    kinds = {i.split(":", 1)[0] for i in documents["text"]}
+    assert len(documents["text"]) > 50 and len(kinds) >= 1
+    assert documents["parquet"] == documents["text"]
+    assert rejected["parquet"] == rejected["text"]  # the sample's bad records, judged alike

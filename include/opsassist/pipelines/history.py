@@ -5,8 +5,9 @@ partitions; they hold no Spark code, so they also run (and are tested) in one pr
 Archive layout (``OPSASSIST_HISTORY_ARCHIVE_URI``)
     ``<root>/logs/date=YYYY-MM-DD/<service>/<file>`` (or ``.../<service>.log``),
     ``<root>/metrics/date=YYYY-MM-DD/...`` and ``<root>/events/date=YYYY-MM-DD/...``. Files are
-    JSON lines, raw text lines or Parquet (a row becomes a JSON object; a single string column
-    ``line``/``value``/``message`` is a raw line). A log file's service is named as in the spool
+    JSON lines, raw text lines or Parquet (a row becomes a JSON object of its non-null fields; a
+    row whose only field is ``line``/``value``/``message`` is a raw line; files of one kind may
+    differ in columns). A log file's service is named as in the spool
     (:mod:`opsassist.sources.spool`): its first folder under the date, else its name up to the
     first dot. A record's reference time (what the spool calls "received": used when a line has
     no timestamp and to infer syslog's missing year) is the last second of its partition's day.
