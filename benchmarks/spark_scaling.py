@@ -51,6 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import emit, load_average, machine, two_core_ceiling
+from opsassist.pipelines.history_jvm import (
+    driver_java_options,
+    ensure_class_archive,
+    spark_submit,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGHUB = ROOT.parent / "shared" / "corpora" / "loghub"
@@ -96,7 +101,7 @@ def spark_run(
         "OPSASSIST_LOG_LEVEL": "WARNING",
         "PYSPARK_PYTHON": sys.executable,
     }
-    command = [str(Path(sys.executable).parent / "spark-submit"), "--master", master]
+    command = [spark_submit(), "--master", master]
     command += ["--driver-memory", "2g"]
     if java_options:
         command += ["--driver-java-options", java_options]
@@ -200,7 +205,6 @@ def main() -> None:
     args = parser.parse_args()
     archive_s = 0.0
     if args.java_options is None:
-        from opsassist.pipelines.history_jvm import driver_java_options, ensure_class_archive
         from opsassist.settings import get_settings
 
         started = time.perf_counter()

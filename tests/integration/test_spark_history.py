@@ -170,10 +170,9 @@ def test_parquet_archives_give_the_documents_of_the_same_records_as_text(
         target.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, target)
 
-    settings = Settings(
-        data_dir=tmp_path, history_class_archive_dir=str(history_class_archive.parent)
-    )
+    settings = Settings(data_dir=tmp_path)
     documents: dict[str, dict[str, str]] = {}
+    kinds: dict[str, set[str]] = {}
     rejected: dict[str, dict[str, int]] = {}
     for name, archive in (("text", text), ("parquet", parquet)):
         command = [str(VENV_BIN / "spark-submit"), "--master", "local[2]"]
@@ -192,7 +191,8 @@ def test_parquet_archives_give_the_documents_of_the_same_records_as_text(
         rejected[name] = summary["rejected"]
         rows = (tmp_path / name / f"{day}.jsonl").read_text().splitlines()
         documents[name] = {r["id"]: r["text"] for r in map(json.loads, rows)}
-    kinds = {i.split(":", 1)[0] for i in documents["text"]}
-    assert len(documents["text"]) > 50 and len(kinds) >= 1
+        kinds[name] = {json.loads(row)["source_type"] for row in rows}
+    assert len(documents["text"]) > 50
+    assert kinds["text"] == kinds["parquet"] == {"log", "event", "metric"}  # every reader
     assert documents["parquet"] == documents["text"]
     assert rejected["parquet"] == rejected["text"]  # the sample's bad records, judged alike

@@ -223,6 +223,11 @@ class Partial:
     def count(self, what: str, n: int = 1) -> None:
         self.counts[what] = self.counts.get(what, 0) + n
 
+    def reject(self, kind: str, origin: str, payload: bytes, reason: str, detail: str) -> None:
+        """Dead-letter a record (or a whole file) and count it as rejected."""
+        self.letters.append(dead_letter_entry(kind, origin, payload, reason, detail))
+        self.count(f"{kind}_rejected")
+
 
 def dead_letter_entry(
     kind: str, origin: str, payload: bytes, reason: str, detail: str
@@ -269,10 +274,7 @@ def add_file(
         kind, _, day = describe_cached(origin)
         if day == scope.day:
             detail = f"{type(exc).__name__}: {exc}"
-            partial.letters.append(
-                dead_letter_entry(kind, origin, content, REASON_UNREADABLE, detail)
-            )
-            partial.count(f"{kind}_rejected")
+            partial.reject(kind, origin, content, REASON_UNREADABLE, detail)
         return
     for line in lines:
         add_record(partial, origin, line, scope, config, max_bytes)
@@ -305,13 +307,11 @@ def add_record(
             times = [epoch_ms(s.timestamp) for s in samples]
     except BadRecord as exc:
         if own:
-            partial.letters.append(dead_letter_entry(kind, origin, payload, exc.reason, exc.detail))
-            partial.count(f"{kind}_rejected")
+            partial.reject(kind, origin, payload, exc.reason, exc.detail)
         return
     if own and day is not None and not all(scope.tolerated(day, t) for t in times):
         first = dt.datetime.fromtimestamp(min(times) / 1000, tz=dt.UTC).isoformat()
-        partial.letters.append(dead_letter_entry(kind, origin, payload, REASON_OUTSIDE, first))
-        partial.count(f"{kind}_rejected")
+        partial.reject(kind, origin, payload, REASON_OUTSIDE, first)
         return
     kept = False
     if kind == "log":
