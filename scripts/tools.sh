@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Command-line tools the tests need that neither Debian nor PyPI ship, built from the Go module
 # proxy into var/tools/bin (git-ignored) and reused while the stamp (version + Go version) holds.
+# Go's module and build caches are var/go/ (shared with the kube-apiserver build).
 #
 #   scripts/tools.sh statsd_exporter     # prints the binary's path
 #   scripts/tools.sh docker_compose
@@ -10,6 +11,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/var/tools"
+GOCACHES="$ROOT/var/go"  # module and build caches, shared with the kube-apiserver build
 GO="${OPSASSIST_GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}"
 STATSD_EXPORTER_VERSION="${OPSASSIST_STATSD_EXPORTER_VERSION:-v0.28.0}"
 DOCKER_COMPOSE_VERSION="${OPSASSIST_DOCKER_COMPOSE_VERSION:-v5.6.0}"
@@ -22,14 +24,14 @@ go_install() {  # module@version binary
         err "FAILED $name: Go not found (set OPSASSIST_GO or put go on PATH)"
         return 1
     fi
-    mkdir -p "$TOOLS/bin" "$TOOLS/go/mod" "$TOOLS/go/cache"
+    mkdir -p "$TOOLS/bin" "$GOCACHES/mod" "$GOCACHES/cache"
     want="$module $("$GO" env GOVERSION)"
     if [ -x "$bin" ] && [ "$(cat "$bin.stamp" 2>/dev/null)" = "$want" ]; then
         echo "$bin"
         return 0
     fi
     local started=$SECONDS
-    if ! env GOBIN="$TOOLS/bin" GOMODCACHE="$TOOLS/go/mod" GOCACHE="$TOOLS/go/cache" \
+    if ! env GOBIN="$TOOLS/bin" GOMODCACHE="$GOCACHES/mod" GOCACHE="$GOCACHES/cache" \
             GOFLAGS=-trimpath CGO_ENABLED=0 GOTOOLCHAIN=local \
             "$GO" install "$module" > "$log" 2>&1; then
         err "FAILED $name: go install $module; log: $log"
@@ -58,11 +60,11 @@ go_build_wrapped() {  # module version package binary
         return 0
     fi
     local started=$SECONDS
-    mkdir -p "$src" "$TOOLS/bin" "$TOOLS/go/mod" "$TOOLS/go/cache"
+    mkdir -p "$src" "$TOOLS/bin" "$GOCACHES/mod" "$GOCACHES/cache"
     printf 'module opsassist.local/%s-build\n\ngo 1.26\n\nrequire %s %s\n' \
         "$name" "$module" "$version" > "$src/go.mod"
     printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" > "$src/tools.go"
-    if ! (cd "$src" && env GOMODCACHE="$TOOLS/go/mod" GOCACHE="$TOOLS/go/cache" \
+    if ! (cd "$src" && env GOMODCACHE="$GOCACHES/mod" GOCACHE="$GOCACHES/cache" \
             GOFLAGS="-trimpath -mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local \
             sh -c "'$GO' mod tidy && '$GO' build -o '$bin' '$package'") > "$log" 2>&1; then
         err "FAILED $name: go build $package ($module@$version); log: $log"

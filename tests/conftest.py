@@ -23,6 +23,12 @@ SHARED_RUNBOOKS = SHARED / "corpora" / "runbooks" / "prometheus-operator"
 SHIPPED_RUNBOOKS = ROOT / "include" / "opsassist" / "corpora" / "runbooks" / "prometheus-operator"
 VENV_BIN = Path(sys.executable).parent
 
+# A pytest-xdist worker runs with a __main__ module that has neither __spec__ nor __file__;
+# pyspark.sql.connect (imported by Great Expectations) takes that for a doctest run and calls
+# sys.exit(0) on import.
+if not hasattr(sys.modules["__main__"], "__file__"):
+    sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
+
 
 def runbook_corpus() -> Path:
     """The shared corpus when present (CI and developers), else the copy shipped in the package."""
@@ -116,6 +122,53 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary folder common to every pytest-xdist worker of this run (the run's own base
+    folder without xdist): for what a session makes once and all workers share."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+MODEL_SCRIPT = ROOT / "scripts" / "model-server"
+MODEL_BASE = f"http://127.0.0.1:{os.environ.get('OPSASSIST_MODEL_PORT', '18080')}"
+
+
+def _model_script(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MODEL_SCRIPT), command], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real KServe model server (scripts/model-server), shared by every test process.
+
+    The test command starts it before pytest, and then it is only used. Otherwise the first
+    user starts it (a fresh machine creates its venv first: minutes) and the last user of this
+    run stops it; pytest-xdist workers count their users in a file under the run's shared
+    temporary folder, so one worker never stops the server under another."""
+    from filelock import FileLock
+
+    shared = shared_tmp(tmp_path_factory)
+    users, owned = shared / "model-server.users", shared / "model-server.owned"
+    with FileLock(str(shared / "model-server.lock"), timeout=1800):
+        if _model_script("status", 30).returncode != 0:
+            up = _model_script("up", 1500)
+            if up.returncode != 0:
+                pytest.fail(f"scripts/model-server up failed:\n{up.stdout}\n{up.stderr}")
+            owned.touch()
+        users.write_text(str(int(users.read_text() or 0) + 1 if users.exists() else 1))
+    try:
+        yield MODEL_BASE
+    finally:
+        with FileLock(str(shared / "model-server.lock"), timeout=600):
+            left = int(users.read_text()) - 1
+            users.write_text(str(left))
+            if left == 0 and owned.exists():
+                _model_script("down", 120)
+                owned.unlink()
+
+
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     """The migrated SQLite Airflow home shared by the DAG tests (``dag.test()`` needs tables)."""
@@ -136,13 +189,58 @@ def history_class_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The history driver's class-data archive, made once by the real training run (spark-submit
     on the bundled sample day) and shared by the Spark tests through
     OPSASSIST_HISTORY_CLASS_ARCHIVE_DIR."""
+    from filelock import FileLock
+
     from opsassist.pipelines.history_jvm import ensure_class_archive
     from opsassist.settings import Settings
 
-    folder = tmp_path_factory.mktemp("class-archive")
-    archive = ensure_class_archive(
-        Settings(data_dir=folder / "data", history_class_archive_dir=str(folder))
-    )
+    folder = shared_tmp(tmp_path_factory) / "class-archive"
+    folder.mkdir(exist_ok=True)
+    with FileLock(str(folder.parent / "class-archive.lock"), timeout=900):
+        archive = ensure_class_archive(
+            Settings(
+                data_dir=folder.parent / "class-archive-data", history_class_archive_dir=str(folder)
+            )
+        )
     assert archive is not None and archive.parent == folder and archive.stat().st_size > 10**7
     assert [p.name for p in folder.iterdir() if p.is_file()] == [archive.name]  # no leftovers
     return archive
+
+
+# --- skips and time per folder ------------------------------------------------------------------
+# Skips the test command accepts (OPSASSIST_FAIL_ON_SKIP=1): node id prefix -> why it may skip.
+# Anything else that skips fails the run, so a test that silently stops running is seen.
+ALLOWED_SKIPS: dict[str, str] = {}
+_skipped: list[tuple[str, str]] = []
+_folder_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    parts = report.nodeid.split("/")
+    folder = "/".join(parts[:2]) if len(parts) > 2 else parts[0]
+    _folder_seconds[folder] = _folder_seconds.get(folder, 0.0) + report.duration
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        if not any(report.nodeid.startswith(prefix) for prefix in ALLOWED_SKIPS):
+            _skipped.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller sees every worker's reports and decides
+    if os.environ.get("OPSASSIST_FAIL_ON_SKIP") == "1" and _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _folder_seconds:
+        terminalreporter.section("test time per folder (setup + call + teardown, summed)")
+        for folder, seconds in sorted(_folder_seconds.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{seconds:8.1f} s  {folder}")
+    if os.environ.get("OPSASSIST_FAIL_ON_SKIP") == "1" and _skipped:
+        terminalreporter.section("skips that are not allowed (OPSASSIST_FAIL_ON_SKIP=1)", red=True)
+        for nodeid, reason in _skipped:
+            terminalreporter.write_line(f"{nodeid}: {reason}")
+        terminalreporter.write_line(
+            "a skip fails the test command unless tests/conftest.py ALLOWED_SKIPS lists it"
+        )

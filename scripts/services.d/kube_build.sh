@@ -5,8 +5,9 @@
 # modules at v0.0.0 and replaces them with ./staging/src/... paths. A small wrapper module pins each
 # staging module to the published v0.<minor>.<patch> tag with `replace` lines derived from that
 # go.mod, then `go build k8s.io/kubernetes/cmd/kube-apiserver`. Static (CGO_ENABLED=0), -trimpath;
-# module and build caches under var/services/kube-apiserver/go/ so a clean clone rebuilds alone
-# and a warm machine skips the build (stamp = version + Go version).
+# module and build caches in var/go/ (shared with scripts/tools.sh: the standard library and
+# common modules are compiled once), so a clean clone rebuilds alone and a warm machine skips the
+# build (stamp = version + Go version).
 # shellcheck shell=bash
 KUBE_VERSION="${OPSASSIST_KUBE_VERSION:-v1.34.4}"
 KUBE_GO="${OPSASSIST_GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}"
@@ -26,9 +27,9 @@ kube_build() {
         return 0
     fi
     src="$home/src"
-    mkdir -p "$src" "$home/bin" "$home/go/mod" "$home/go/cache"
+    mkdir -p "$src" "$home/bin" "$ROOT/var/go/mod" "$ROOT/var/go/cache"
     (
-        export GOMODCACHE="$home/go/mod" GOCACHE="$home/go/cache" GOFLAGS="-trimpath -mod=mod" \
+        export GOMODCACHE="$ROOT/var/go/mod" GOCACHE="$ROOT/var/go/cache" GOFLAGS="-trimpath -mod=mod" \
             CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
         echo "=== $(date -Is) building kube-apiserver $KUBE_VERSION with $("$KUBE_GO" version)"
         local kmod staging_ver="v0.${KUBE_VERSION#v1.}"

@@ -32,7 +32,7 @@ from opsassist.pipelines.runbooks import run_pipeline
 from opsassist.settings import Settings
 from opsassist.stores import get_index_store
 from serving.app import create_app
-from tests.conftest import ROOT, VENV_BIN, runbook_corpus
+from tests.conftest import MODEL_BASE, ROOT, VENV_BIN, runbook_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,6 @@ SUBSET = [
 TARGET = "kubernetes/KubePodCrashLooping.md"
 QUESTION = "why does my pod keep crash looping?"
 KEY = "e2e-key-" + uuid.uuid4().hex[:8]
-MODEL_SCRIPT = ROOT / "scripts" / "model-server"
-MODEL_BASE = f"http://127.0.0.1:{os.environ.get('OPSASSIST_MODEL_PORT', '18080')}"
 MAX_TOKENS = 24  # keeps generations short on a CPU
 
 
@@ -73,27 +71,6 @@ def wait_healthy(base: str, timeout: float, process: subprocess.Popen[str] | Non
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-def _model_script(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(MODEL_SCRIPT), command], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[str]:
-    """The real KServe model server: started with scripts/model-server if it is not running."""
-    was_up = _model_script("status", 30).returncode == 0
-    if not was_up:
-        up = _model_script("up", 1500)
-        if up.returncode != 0:
-            pytest.fail(f"scripts/model-server up failed:\n{up.stdout}\n{up.stderr}")
-    try:
-        yield MODEL_BASE
-    finally:
-        if not was_up:
-            _model_script("down", 120)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[dict[str, str]]:
     """A runbook index built with the library, its knowledge pack in Redis: the server's env."""

@@ -1,16 +1,14 @@
 """The real KServe model server (scripts/model-server, serving/model_server) over HTTP.
 
-The module fixture runs `scripts/model-server up` (the first run creates the model venv: minutes)
-and stops the server afterwards only if it started it. Both protocols are checked: OpenAI (with
-the official client) and the Open Inference Protocol v2.
+The session fixture `model_server` (tests/conftest.py) starts the server with
+`scripts/model-server up` unless it runs (the first run creates the model venv: minutes). Both
+protocols are checked: OpenAI (with the official client) and the Open Inference Protocol v2.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,25 +29,9 @@ MESSAGES: list[ChatCompletionMessageParam] = [
 pytestmark = pytest.mark.slow
 
 
-def _script(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), command], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    was_up = _script("status", 30).returncode == 0
-    if not was_up:
-        # A fresh machine creates the venv first (downloads torch): allow for it.
-        up = _script("up", 1500)
-        if up.returncode != 0:
-            pytest.fail(f"scripts/model-server up failed:\n{up.stdout}\n{up.stderr}")
-    try:
-        yield BASE
-    finally:
-        if not was_up:
-            _script("down", 120)
+def server(model_server: str) -> str:
+    return model_server
 
 
 @pytest.fixture(scope="module")
