@@ -5,7 +5,8 @@
 # What can overlap does, on 2 cores: the services (apt, Maven, the kube-apiserver Go build) and
 # the Go tools build in the background from the first second; the venv installs meanwhile, then
 # the model server starts in the background while ruff, mypy and the unit tests (which need no
-# service) run; the tests that need services run last, in two pytest-xdist workers.
+# service) run; the tests that need services run last, in two pytest-xdist workers (one file
+# per worker at a time; the Spark files on one worker: tests/conftest.py).
 # Each phase's log is in var/test-run/<phase>.log; a table of phase timings ends the output.
 #
 #   scripts/test.sh                 the whole suite (what CI runs)
@@ -88,7 +89,7 @@ run_pytest() {
     return "$rc"
 }
 
-xdist() { [ "$WORKERS" -gt 0 ] && echo "-n $WORKERS --dist loadfile"; }
+xdist() { [ "$WORKERS" -gt 0 ] && echo "-n $WORKERS --dist loadgroup"; }
 
 phase_table() {
     local total

@@ -15,6 +15,8 @@ GOCACHES="$ROOT/var/go"  # module and build caches, shared with the kube-apiserv
 GO="${OPSASSIST_GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}"
 STATSD_EXPORTER_VERSION="${OPSASSIST_STATSD_EXPORTER_VERSION:-v0.28.0}"
 DOCKER_COMPOSE_VERSION="${OPSASSIST_DOCKER_COMPOSE_VERSION:-v5.6.0}"
+# Without optimizations or inlining, as the kube-apiserver build (test tools: less build CPU).
+GCFLAGS="${OPSASSIST_TOOLS_GCFLAGS-all=-N -l}"
 
 err() { echo "tools: $*" >&2; }
 
@@ -25,7 +27,7 @@ go_install() {  # module@version binary
         return 1
     fi
     mkdir -p "$TOOLS/bin" "$GOCACHES/mod" "$GOCACHES/cache"
-    want="$module $("$GO" env GOVERSION)"
+    want="$module $("$GO" env GOVERSION) gcflags=$GCFLAGS"
     if [ -x "$bin" ] && [ "$(cat "$bin.stamp" 2>/dev/null)" = "$want" ]; then
         echo "$bin"
         return 0
@@ -33,7 +35,7 @@ go_install() {  # module@version binary
     local started=$SECONDS
     if ! env GOBIN="$TOOLS/bin" GOMODCACHE="$GOCACHES/mod" GOCACHE="$GOCACHES/cache" \
             GOFLAGS=-trimpath CGO_ENABLED=0 GOTOOLCHAIN=local \
-            "$GO" install "$module" > "$log" 2>&1; then
+            "$GO" install -gcflags="$GCFLAGS" "$module" > "$log" 2>&1; then
         err "FAILED $name: go install $module; log: $log"
         tail -n 20 "$log" >&2
         return 1
@@ -54,7 +56,7 @@ go_build_wrapped() {  # module version package binary
         err "FAILED $name: Go not found (set OPSASSIST_GO or put go on PATH)"
         return 1
     fi
-    want="$module@$version $("$GO" env GOVERSION)"
+    want="$module@$version $("$GO" env GOVERSION) gcflags=$GCFLAGS"
     if [ -x "$bin" ] && [ "$(cat "$bin.stamp" 2>/dev/null)" = "$want" ]; then
         echo "$bin"
         return 0
@@ -66,7 +68,7 @@ go_build_wrapped() {  # module version package binary
     printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" > "$src/tools.go"
     if ! (cd "$src" && env GOMODCACHE="$GOCACHES/mod" GOCACHE="$GOCACHES/cache" \
             GOFLAGS="-trimpath -mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local \
-            sh -c "'$GO' mod tidy && '$GO' build -o '$bin' '$package'") > "$log" 2>&1; then
+            sh -c "'$GO' mod tidy && '$GO' build -gcflags='$GCFLAGS' -o '$bin' '$package'") > "$log" 2>&1; then
         err "FAILED $name: go build $package ($module@$version); log: $log"
         tail -n 20 "$log" >&2
         return 1

@@ -207,6 +207,24 @@ def history_class_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return archive
 
 
+# --- scheduling on pytest-xdist workers --------------------------------------------------------
+# The test command runs `--dist loadgroup`: every file is one group (its tests stay together and
+# share module fixtures, as with --dist loadfile), except that files which each run Spark on all
+# cores are one group, so two Spark jobs never fight over the 2 cores while the other worker
+# has the rest of the suite.
+SHARED_GROUPS = {
+    "tests/integration/test_spark_history.py": "spark",
+    "tests/dags/test_signals_history_dag.py": "spark",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(path, path)))
+
+
 # --- skips and time per folder ------------------------------------------------------------------
 # Skips the test command accepts (OPSASSIST_FAIL_ON_SKIP=1): node id prefix -> why it may skip.
 # Anything else that skips fails the run, so a test that silently stops running is seen.

@@ -10,6 +10,9 @@
 # build (stamp = version + Go version).
 # shellcheck shell=bash
 KUBE_VERSION="${OPSASSIST_KUBE_VERSION:-v1.34.4}"
+# Compiler flags: by default without optimizations or inlining. The binary only serves tests on
+# loopback, and the cold build takes a quarter less CPU (on 2 cores: 138 s instead of 181 s).
+KUBE_GCFLAGS="${OPSASSIST_KUBE_GCFLAGS-all=-N -l}"
 KUBE_GO="${OPSASSIST_GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}"
 
 kube_bin() { echo "$VAR/kube-apiserver/bin/kube-apiserver"; }
@@ -22,7 +25,7 @@ kube_build() {
         err "FAILED kube-apiserver install: Go not found (set OPSASSIST_GO or put go on PATH)"
         return 1
     fi
-    want="$KUBE_VERSION $("$KUBE_GO" env GOVERSION)"
+    want="$KUBE_VERSION $("$KUBE_GO" env GOVERSION) gcflags=$KUBE_GCFLAGS"
     if [ -x "$bin" ] && [ -f "$bin.stamp" ] && [ "$(cat "$bin.stamp")" = "$want" ]; then
         return 0
     fi
@@ -50,7 +53,7 @@ kube_build() {
             echo ")"
         } > "$src/go.mod"
         : > "$src/go.sum"
-        cd "$src" && "$KUBE_GO" build -ldflags "-s -w \
+        cd "$src" && "$KUBE_GO" build -gcflags="$KUBE_GCFLAGS" -ldflags "-s -w \
             -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
             -X k8s.io/component-base/version.gitMajor=1 \
             -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2)" \
