@@ -63,10 +63,11 @@ def runbooks_index() -> None:
     def plan(collected: dict[str, Any]) -> dict[str, Any]:
         from opsassist.pipelines import runbooks
         from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
+        from opsassist.stores import get_cache, get_index_store
 
         with task_scope() as (settings, run_id):
-            return runbooks.stage_plan(settings, run_id, get_index_store(settings))
+            store, cache = get_index_store(settings), get_cache(settings)
+            return runbooks.stage_plan(settings, run_id, store, cache)
 
     @task.short_circuit
     def has_changes(planned: dict[str, Any]) -> bool:

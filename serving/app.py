@@ -41,6 +41,7 @@ from serving.metrics import Metrics
 from serving.middleware import RequestContextMiddleware
 from serving.openai_format import DONE, ChunkWriter, completion, sse
 from serving.schemas import ChatCompletionIn, SearchIn
+from serving.sources import router as sources_router
 
 log = get_logger("serving")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -158,7 +159,26 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     return _model_card(settings)
 
 
-def _chat_request(body: ChatCompletionIn) -> ChatRequest:
+def _extension(prepared: Prepared, outcome: Outcome) -> dict[str, Any]:
+    """The ``opsassist`` field of a completion: cache, degradation, mode, citations."""
+    citations = [c.to_json() for c in prepared.citations] or (
+        prepared.cached.payload.get("citations", []) if prepared.cached else []
+    )
+    return {
+        "cache": prepared.cache_status,
+        "degraded": outcome.degraded,
+        "mode": prepared.mode,
+        "checks": (
+            {"dropped": len(outcome.checks.dropped), "stopped": outcome.checks.stopped}
+            if outcome.checks is not None
+            else None
+        ),
+        "standalone_question": prepared.standalone,
+        "citations": citations,
+    }
+
+
+def _chat_request(body: ChatCompletionIn, request: Request) -> ChatRequest:
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     return ChatRequest(
         messages=[
@@ -170,6 +190,8 @@ def _chat_request(body: ChatCompletionIn) -> ChatRequest:
         stop=tuple(s for s in stop if s),
         since=body.since,
         use_cache=body.cache,
+        base_url=str(request.base_url),
+        mode=body.answer_mode,
     )
 
 
@@ -195,7 +217,7 @@ def _observe_outcome(s: Services, outcome: Outcome, request: Request) -> None:
     if outcome.degraded is not None:
         s.metrics.degraded.labels(outcome.degraded).inc()
         s.metrics.errors.labels(outcome.degraded).inc()
-    elif outcome.generation_s is not None:
+    if outcome.generation_s is not None and outcome.usage_from_model:  # the model answered
         s.metrics.generation.labels(s.client.protocol).observe(outcome.generation_s)
     if outcome.usage is not None and outcome.usage_from_model:
         s.metrics.tokens.labels("prompt").inc(outcome.usage.prompt_tokens)
@@ -208,22 +230,33 @@ def _observe_outcome(s: Services, outcome: Outcome, request: Request) -> None:
     request.state.log_model_s = outcome.generation_s
 
 
+async def _first_piece(pieces: AsyncGenerator[str, None]) -> str | None:
+    """The first non-empty piece of an answer (None: it had none)."""
+    async for piece in pieces:
+        if piece:
+            return piece
+    return None
+
+
 async def _stream(
-    s: Services, request: Request, prepared: Prepared, chat: ChatRequest, include_usage: bool
+    s: Services,
+    request: Request,
+    prepared: Prepared,
+    outcome: Outcome,
+    pieces: AsyncGenerator[str, None],
+    first: str | None,
+    include_usage: bool,
 ) -> AsyncGenerator[str, None]:
     writer = ChunkWriter(s.settings.chat_model_id)
-    outcome = Outcome()
     yield writer.role()
-    first = True
     try:
-        async with contextlib.aclosing(s.pipeline.stream(prepared, chat, outcome)) as pieces:
+        async with contextlib.aclosing(pieces):
+            if first is not None:
+                s.metrics.ttft.labels("server").observe(_elapsed_ms(request) / 1000)
+                yield writer.content(first)
             async for piece in pieces:
-                if not piece:
-                    continue
-                if first:
-                    first = False
-                    s.metrics.ttft.labels("server").observe(_elapsed_ms(request) / 1000)
-                yield writer.content(piece)
+                if piece:
+                    yield writer.content(piece)
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does
         log.error("stream failed", exc_info=exc)
         s.metrics.errors.labels("internal").inc()
@@ -232,7 +265,9 @@ async def _stream(
         yield DONE
         return
     _observe_outcome(s, outcome, request)
-    yield writer.finish(outcome.finish_reason)
+    # Degradation known only after the headers went out travels in-band, as in the
+    # non-streamed completion's "opsassist" field.
+    yield writer.finish(outcome.finish_reason, opsassist=_extension(prepared, outcome))
     if include_usage:
         yield writer.usage(outcome.usage)
     # Before [DONE]: a client may hang up as soon as it has it, and code after the last yield
@@ -264,7 +299,7 @@ async def chat_completions(
             param="model",
             code="model_not_found",
         )
-    chat = _chat_request(body)
+    chat = _chat_request(body, request)
     answered = await agent_chat(request, s.settings.chat_model_id, chat, body.stream)
     if answered is not None:  # the action agent (tools, pending actions, approvals)
         return answered
@@ -280,11 +315,23 @@ async def chat_completions(
     if prepared.index_error is not None:
         headers["X-OpsAssist-Degraded"] = "index"
     if body.stream:
+        # The headers wait for the first piece of the answer, so a model that is down before it
+        # says anything is in X-OpsAssist-Degraded here too (a composed answer's first piece is
+        # ready at once; a model's first checked line takes what the model takes).
+        outcome = Outcome()
+        pieces = s.pipeline.stream(prepared, chat, outcome)
+        try:
+            first = await _first_piece(pieces)
+        except BaseException:
+            await pieces.aclose()
+            raise
+        if outcome.degraded is not None:
+            headers["X-OpsAssist-Degraded"] = outcome.degraded
         headers |= {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         headers["Server-Timing"] = server_timing(timings)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream(s, request, prepared, chat, include_usage),
+            _stream(s, request, prepared, outcome, pieces, first, include_usage),
             media_type="text/event-stream",
             headers=headers,
         )
@@ -292,17 +339,12 @@ async def chat_completions(
     _observe_outcome(s, outcome, request)
     if outcome.degraded is not None:
         headers["X-OpsAssist-Degraded"] = outcome.degraded
-    extension = {
-        "opsassist": {
-            "cache": prepared.cache_status,
-            "degraded": outcome.degraded,
-            "standalone_question": prepared.standalone,
-            "citations": [c.to_json() for c in prepared.citations]
-            or (prepared.cached.payload.get("citations", []) if prepared.cached else []),
-        }
-    }
     data = completion(
-        s.settings.chat_model_id, outcome.text, outcome.finish_reason, outcome.usage, extension
+        s.settings.chat_model_id,
+        outcome.text,
+        outcome.finish_reason,
+        outcome.usage,
+        {"opsassist": _extension(prepared, outcome)},
     )
     if outcome.generation_s is not None:
         timings["gen"] = outcome.generation_s * 1000
@@ -436,6 +478,7 @@ def create_app(
     app.include_router(ops)
     app.include_router(v1)
     app.include_router(agent_router)
+    app.include_router(sources_router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     app.add_middleware(

@@ -57,8 +57,10 @@ class ChunkWriter:
     def content(self, text: str) -> str:
         return self._chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
 
-    def finish(self, reason: str) -> str:
-        return self._chunk([{"index": 0, "delta": {}, "finish_reason": reason}])
+    def finish(self, reason: str, **extra: Any) -> str:
+        """The last content chunk; ``extra`` top-level fields ride along (OpenAI clients ignore
+        fields they do not know)."""
+        return self._chunk([{"index": 0, "delta": {}, "finish_reason": reason}], **extra)
 
     def usage(self, usage: Usage | None) -> str:
         return self._chunk([], usage=usage_json(usage))

@@ -34,8 +34,10 @@ class StreamOptions(BaseModel):
 class ChatCompletionIn(BaseModel):
     """``POST /v1/chat/completions``. Unknown OpenAI fields are accepted and ignored.
 
-    OpsAssist extensions: ``since`` (signal time window: ``1h``, ``30m``, ISO time) and ``cache``
-    (false: skip the answer and retrieval caches for this request).
+    OpsAssist extensions: ``since`` (signal time window: ``1h``, ``30m``, ISO time), ``cache``
+    (false: skip the answer and retrieval caches for this request) and ``answer_mode``
+    (``composed``, ``composed_model`` or ``model``: this request's answer mode instead of
+    ``OPSASSIST_CHAT_ANSWER_MODE``).
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -52,6 +54,7 @@ class ChatCompletionIn(BaseModel):
     user: str | None = None
     since: str | None = None
     cache: bool = True
+    answer_mode: Literal["composed", "composed_model", "model"] | None = None
 
 
 class SearchIn(BaseModel):

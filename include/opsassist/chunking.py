@@ -106,7 +106,7 @@ def chunk_runbook(
 
     chunks: list[Chunk] = []
     seen: dict[tuple[str, str], int] = {}
-    for section in merged:
+    for section_index, section in enumerate(merged):
         for piece_number, piece in enumerate(split_body(section.body, max_chars, overlap_chars)):
             text = f"{_header(runbook, section.label)}\n{piece}"
             occurrence = seen.get((section.label, text), 0)
@@ -121,6 +121,7 @@ def chunk_runbook(
                     occurrence=occurrence,
                     metadata={
                         "alert": runbook.alert,
+                        "section_index": section_index,
                         "part": piece_number,
                         "commands": [c for c in section.commands if c in piece],
                         "steps": [s for s in section.steps if s in piece],

@@ -1,16 +1,20 @@
 """The knowledge pack: a compact, model-ready digest of each runbook (the CAG context).
 
-Only what helps a model act is kept: what the alert means, its impact, the first diagnosis and
-mitigation steps and their commands, with the runbook path so answers can cite it.
+For a model, what helps it act: what the alert means, its impact, the first diagnosis and
+mitigation steps and their commands, with the runbook path so answers can cite it. For the
+composed answer (``opsassist.chat.compose``), every section parsed into blocks once, here, at
+index time: the chat server quotes them without parsing Markdown per question.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from opsassist.parsing.blocks import markdown_blocks
 from opsassist.parsing.markdown import Runbook
 
 _MAX_FIELD = 400
+PACK_FORMAT = 2  # 2: entries carry "sections" (blocks); a cache holding older entries is refreshed
 
 
 def _clip(text: str, limit: int = _MAX_FIELD) -> str:
@@ -31,6 +35,7 @@ def knowledge_pack_entry(runbook: Runbook) -> dict[str, Any]:
             steps.extend(section.steps[:5])
             commands.extend(section.commands[:4])
     return {
+        "format": PACK_FORMAT,
         "source": runbook.source,
         "title": runbook.title,
         "alert": runbook.alert,
@@ -38,6 +43,10 @@ def knowledge_pack_entry(runbook: Runbook) -> dict[str, Any]:
         "impact": body("Impact"),
         "steps": [_clip(s, 200) for s in steps[:8]],
         "commands": [_clip(c, 200) for c in commands[:6]],
+        "sections": [
+            {"path": list(s.path), "blocks": [b.to_json() for b in markdown_blocks(s.body)]}
+            for s in runbook.sections
+        ],
     }
 
 

@@ -394,6 +394,50 @@ class Settings(BaseSettings):
     chat_temperature: float = Field(
         default=0.2, description="Default sampling temperature of a generated answer."
     )
+    chat_answer_mode: Literal["composed", "composed_model", "model"] = Field(
+        default="composed",
+        description=(
+            "How answers are made: composed from the retrieved runbook sections (quoted, every "
+            "line cited; no model call), composed plus a short summary by the model (checked "
+            "before it is shown), or written by the model from the sources (checked; a failed or "
+            "degenerate answer falls back to the composed one). Chosen per model by "
+            "benchmarks/answer_quality.py."
+        ),
+    )
+    chat_summary_max_tokens: int = Field(
+        default=96, description="Token budget of the model's summary (composed_model mode)."
+    )
+    chat_repetition_penalty: float = Field(
+        default=1.15,
+        description=(
+            "Repetition penalty sent with every generation (vLLM's request field; 1.0 = off): "
+            "small models otherwise loop."
+        ),
+    )
+    public_url: str = Field(
+        default="",
+        description=(
+            "Base URL of the chat server as engineers' browsers reach it: links to source pages "
+            "in answers start with it (empty: the URL the request came in on)."
+        ),
+    )
+    source_url_template: str = Field(
+        default="",
+        description=(
+            "Link of a runbook in its repository, with {path} (relative to the indexed root) and "
+            "{anchor} (its section), e.g. https://git.example.com/ops/runbooks/blob/main/{path}"
+            "#{anchor}. Empty: derived from OPSASSIST_RUNBOOKS_GIT_URL for GitHub and GitLab "
+            "HTTPS URLs, else the chat server's /v1/sources page."
+        ),
+    )
+    source_link_key: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Key signing the links to source pages (secret); a browser opens them without an API "
+            "key. Empty: derived from OPSASSIST_API_KEYS (no keys: the pages are open, like the "
+            "API)."
+        ),
+    )
     chat_torch_threads: int = Field(
         default=1,
         description="torch threads for query embeddings in the chat server (0: torch default).",

@@ -163,8 +163,12 @@ def ask(messages: list[dict[str, str]] | str) -> list[Any]:
 
 
 def sources_of(text: str) -> str:
-    assert "\nSources:\n" in text, text
-    return text.split("\nSources:\n", 1)[1]
+    assert "\n**Sources**\n" in text, text
+    return text.split("\n**Sources**\n", 1)[1]
+
+
+def body_of(text: str) -> str:
+    return text.split("\n\n**Sources**\n", 1)[0]
 
 
 def metric(base: str, name: str, labels: str = "") -> float:
@@ -239,7 +243,9 @@ def test_readiness_reports_each_check(server: str) -> None:
 
 
 # --- answers --------------------------------------------------------------------------------------
-def test_non_streaming_answer_cites_the_runbook(server: str) -> None:
+def test_default_answer_is_composed_from_the_runbook_with_links_to_its_sections(
+    server: str,
+) -> None:
     raw = client_for(server).chat.completions.with_raw_response.create(
         model="opsassist", messages=ask(QUESTION), extra_body={"cache": False}
     )
@@ -247,10 +253,37 @@ def test_non_streaming_answer_cites_the_runbook(server: str) -> None:
     assert raw.headers["x-opsassist-cache"] == "bypass"
     assert "x-opsassist-degraded" not in raw.headers
     text = answer.choices[0].message.content or ""
-    generated = text.split("\n\nSources:\n", 1)[0]
-    assert generated.strip() and not generated.startswith("⚠")
+    body = body_of(text)
+    assert body.startswith("**KubePodCrashLooping**: Pod is in CrashLoop")
+    assert "- Check pod events via `kubectl -n $NAMESPACE describe pod $POD`. [" in body
+    assert "<" not in body  # no raw HTML from the runbook
+    links = re.findall(rf"\[\d+\] \[{re.escape(TARGET)} § (\w+)\]\((\S+)\)", sources_of(text))
+    assert links, sources_of(text)
+    section, url = links[0]
+    assert url.startswith(f"{server}/v1/sources/runbooks/{TARGET}?sig=")
+    page = httpx.get(url, timeout=30)  # a browser opens it without the API key: it is signed
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert f"id='{section.lower()}'" in page.text and "describe pod" in page.text
+    assert httpx.get(url.split("?")[0], timeout=30).status_code == 401  # unsigned: the key
+    extension = (answer.model_extra or {})["opsassist"]
+    assert extension["mode"] == "composed" and extension["degraded"] is None
+
+
+def test_model_answer_cites_the_runbook(server: str) -> None:
+    raw = client_for(server).chat.completions.with_raw_response.create(
+        model="opsassist",
+        messages=ask(QUESTION),
+        extra_body={"cache": False, "answer_mode": "model"},
+    )
+    answer = raw.parse()
+    assert raw.headers["x-opsassist-cache"] == "bypass"
+    text = answer.choices[0].message.content or ""
+    generated = body_of(text)
+    assert generated.strip()
     assert TARGET in sources_of(text)
-    assert re.search(rf"\[\d+\] {re.escape(TARGET)} § \w", sources_of(text))
+    assert re.search(rf"\[\d+\] \[{re.escape(TARGET)} § \w", sources_of(text))
+    extension = (answer.model_extra or {})["opsassist"]
+    assert extension["mode"] == "model" and extension["checks"] is not None
     usage = answer.usage
     assert usage is not None and usage.prompt_tokens > 50  # the model server's own counts
     assert 0 < usage.completion_tokens <= MAX_TOKENS
@@ -258,13 +291,29 @@ def test_non_streaming_answer_cites_the_runbook(server: str) -> None:
     assert answer.object == "chat.completion" and answer.model == "opsassist"
 
 
-def test_streaming_answer_arrives_in_chunks_and_cites_the_runbook(server: str) -> None:
+def test_streamed_composed_answer_comes_at_once(server: str) -> None:
+    started = time.perf_counter()
+    stream = client_for(server).chat.completions.create(
+        model="opsassist", messages=ask(QUESTION), stream=True, extra_body={"cache": False}
+    )
+    first_content = None
+    pieces = []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            first_content = first_content or time.perf_counter() - started
+            pieces.append(chunk.choices[0].delta.content)
+    assert first_content is not None and first_content < 5  # no model call before it
+    assert pieces[0].startswith("**KubePodCrashLooping**")
+    assert TARGET in sources_of("".join(pieces))
+
+
+def test_streaming_model_answer_arrives_in_chunks_and_cites_the_runbook(server: str) -> None:
     stream = client_for(server).chat.completions.create(
         model="opsassist",
         messages=ask(QUESTION),
         stream=True,
         stream_options={"include_usage": True},
-        extra_body={"cache": False},
+        extra_body={"cache": False, "answer_mode": "model"},
     )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
@@ -273,9 +322,9 @@ def test_streaming_answer_arrives_in_chunks_and_cites_the_runbook(server: str) -
     pieces = [
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
     ]
-    assert len(pieces) > 3  # token by token, then the sources block
+    assert len(pieces) >= 2  # checked line by line, then the sources block
     text = "".join(pieces)
-    assert not text.startswith("⚠") and TARGET in sources_of(text)
+    assert TARGET in sources_of(text)
     finishes = [
         c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
     ]
@@ -288,11 +337,9 @@ def test_a_repeated_question_is_served_from_the_cache(server: str, env: dict[str
     client = client_for(server)
     question = "My pod keeps crash looping: what is going on?"
     hits_before = metric(server, "opsassist_answer_cache_total", '{result="hit"}')
-    started = time.perf_counter()
     first = client.chat.completions.with_raw_response.create(
         model="opsassist", messages=ask(question)
     )
-    generated_s = time.perf_counter() - started
     assert first.headers["x-opsassist-cache"] == "miss"
 
     started = time.perf_counter()
@@ -304,7 +351,11 @@ def test_a_repeated_question_is_served_from_the_cache(server: str, env: dict[str
     text = second.parse().choices[0].message.content or ""
     assert text == first.parse().choices[0].message.content
     assert TARGET in sources_of(text)
-    assert cached_s < generated_s / 5 and cached_s < 1.0
+    assert cached_s < 1.0
+    other_mode = client.chat.completions.with_raw_response.create(
+        model="opsassist", messages=ask(question), extra_body={"answer_mode": "model"}
+    )
+    assert other_mode.headers["x-opsassist-cache"] == "miss"  # cached in another mode
     timing = re.search(r"total;dur=([0-9.]+)", second.headers["server-timing"])
     assert timing is not None and float(timing.group(1)) < 100
     assert metric(server, "opsassist_answer_cache_total", '{result="hit"}') == hits_before + 1
@@ -321,10 +372,10 @@ def test_a_repeated_question_is_served_from_the_cache(server: str, env: dict[str
     deadline = time.monotonic() + 30  # generous: a loaded CI machine runs the thread late
     while time.monotonic() < deadline:
         popular = dict(cache.popular_questions(10))
-        if popular.get(question) == 3:
+        if popular.get(question) == 4:
             break
         time.sleep(0.1)
-    assert popular.get(question) == 3, popular
+    assert popular.get(question) == 4, popular
 
 
 def test_follow_up_is_answered_about_the_same_runbook(server: str) -> None:
@@ -385,9 +436,12 @@ def test_metrics_cover_the_request_path(server: str) -> None:
 
 
 # --- degraded modes and the v2 protocol (servers in threads) --------------------------------------
-def test_model_server_down_gives_runbook_steps_with_http_200(env: dict[str, str]) -> None:
+def test_model_server_down_gives_the_composed_answer_with_a_notice_and_http_200(
+    env: dict[str, str],
+) -> None:
     settings = make_settings(
         env,
+        chat_answer_mode="model",
         model_server_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
         model_retries=1,
         model_retry_backoff_seconds=0.05,
@@ -403,14 +457,20 @@ def test_model_server_down_gives_runbook_steps_with_http_200(env: dict[str, str]
         assert raw.headers["x-opsassist-degraded"] == "model"
         text = raw.parse().choices[0].message.content or ""
         assert text.startswith(MODEL_NOTICE)
-        assert "Steps:" in text or "Matching sections:" in text
+        notice = text.splitlines()[0]
+        assert "connection refused" in notice and "127.0.0.1" not in notice  # no internal URL
+        assert "`kubectl -n $NAMESPACE describe pod $POD`" in text  # the composed answer
         assert TARGET in sources_of(text)
 
-        stream = client.chat.completions.create(
+        stream = client.chat.completions.with_raw_response.create(
             model="opsassist", messages=ask(QUESTION), stream=True, extra_body={"cache": False}
         )
-        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert stream.headers["x-opsassist-degraded"] == "model"  # streamed: the header too
+        chunks = list(stream.parse())
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert streamed.startswith(MODEL_NOTICE) and TARGET in sources_of(streamed)
+        last = next(c for c in reversed(chunks) if c.choices and c.choices[0].finish_reason)
+        assert (last.model_extra or {})["opsassist"]["degraded"] == "model"  # and in-band
         # two failed calls opened the breaker: the model is no longer even tried
         assert metric(base, "opsassist_model_circuit_state") == 2.0
         started = time.perf_counter()
@@ -433,22 +493,27 @@ def test_model_server_down_gives_runbook_steps_with_http_200(env: dict[str, str]
 
 
 def test_v2_protocol_answers_over_real_http(env: dict[str, str], model_server: str) -> None:
-    settings = make_settings(env, model_protocol="v2")
+    settings = make_settings(env, model_protocol="v2", chat_answer_mode="model")
     with ThreadServer(settings) as base:
         client = client_for(base)
         answer = client.chat.completions.with_raw_response.create(
             model="opsassist", messages=ask(QUESTION), extra_body={"cache": False}
         )
-        assert "x-opsassist-degraded" not in answer.headers
         text = answer.parse().choices[0].message.content or ""
-        assert text.split("\n\nSources:\n")[0].strip() and TARGET in sources_of(text)
-        usage = answer.parse().usage
-        assert usage is not None and usage.completion_tokens > 0
+        assert body_of(text).strip() and TARGET in sources_of(text)
+        # the model answered over v2 (its text may still fail the checks: SmolLM2 invents
+        # commands, and then the composed answer follows with a notice)
+        assert metric(base, "opsassist_generation_duration_seconds_count", '{protocol="v2"}') == 1
+        assert metric(base, "opsassist_generation_tokens_total", '{kind="completion"}') > 0
+        extension = (answer.parse().model_extra or {})["opsassist"]
+        assert extension["checks"] is not None
+        if extension["degraded"] is not None:
+            assert "runbook steps" in text.splitlines()[0]
         stream = client.chat.completions.create(
             model="opsassist", messages=ask(QUESTION), stream=True, extra_body={"cache": False}
         )
         streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        assert not streamed.startswith("⚠") and TARGET in sources_of(streamed)
+        assert TARGET in sources_of(streamed)
         ready = httpx.get(f"{base}/readyz", timeout=30).json()
         assert ready["checks"]["model"] == {
             "ok": True,

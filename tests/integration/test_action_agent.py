@@ -835,7 +835,11 @@ def test_chat_approval_triggers_the_dag_through_the_airflow_rest_api(
         login = api.post("/auth/token", json={"username": "admin", "password": "agent-test-pw"})
         api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
         run = api.get(f"/api/v2/dags/ops_action/dagRuns/{stored.dag_run_id}").json()
-    assert run["conf"] == {"action_id": action["id"]} and run["state"] == "queued"
+        assert run["conf"] == {"action_id": action["id"]} and run["state"] == "queued"
+        # The queued run is executed below by dag.test() as a run of its own: delete it, so no
+        # later test can find it queued and run the action a second time.
+        deleted = api.delete(f"/api/v2/dags/ops_action/dagRuns/{stored.dag_run_id}")
+        assert deleted.status_code == 204, deleted.text
 
     dag = DagBag(str(ROOT / "dags" / "ops_action.py")).get_dag("ops_action")
     executed = dag.test(run_conf=run["conf"])

@@ -1,6 +1,7 @@
 """The chat pipeline with an in-memory index, the memory knowledge cache and the real KServe client
 against a small stand-in of KServe's OpenAI routes over loopback HTTP (Starlette + uvicorn in a
-thread): follow-up rewriting, time windows, citations, the cache key and degraded answers."""
+thread): follow-up rewriting, time windows, citations, the cache key, the three answer modes, the
+guard on model text and degraded answers."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from opsassist.cache.memory import MemoryKnowledgeCache
-from opsassist.chat.citations import number_hits, sources_block
-from opsassist.chat.degraded import INDEX_NOTICE, INTERRUPTED_NOTICE, MODEL_NOTICE
+from opsassist.chat.citations import number_hits, sources_block, without_sources
+from opsassist.chat.degraded import INDEX_NOTICE, INTERRUPTED_NOTICE, LOOP_NOTICE, MODEL_NOTICE
 from opsassist.chat.pipeline import ChatPipeline, ChatRequest, InvalidChatRequest, Outcome
 from opsassist.chat.rewrite import is_follow_up, standalone_question
 from opsassist.chat.timewindow import infer_window
@@ -38,7 +39,7 @@ CRASH = "kubernetes/KubePodCrashLooping.md"
 ETCD = "etcd/etcdNoLeader.md"
 RUNBOOKS = "runbooks-v0001"
 SIGNALS = "signals-v0001"
-GENERATED = "Look at the container logs [1]."
+GENERATED = "Look at the container logs [1].\nThen read the pod events [2]."
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -193,6 +194,8 @@ class ModelStub:
         self.requests: list[dict[str, Any]] = []
         self.down = False  # clients made now point at a closed port: connection refused
         self.stream_error_after_first = False  # stall after the first token (read timeout)
+        self.text = GENERATED  # what the model says
+        self.finish_reason = "stop"
 
     async def chat(self, request: Request) -> Response:
         body = await request.json()
@@ -202,15 +205,15 @@ class ModelStub:
                 {
                     "choices": [
                         {
-                            "message": {"role": "assistant", "content": GENERATED},
-                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": self.text},
+                            "finish_reason": self.finish_reason,
                         }
                     ],
                     "usage": {"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129},
                 },
             )
-        pieces = GENERATED.split(" ")
-        stall = self.stream_error_after_first
+        pieces = self.text.split(" ")
+        stall, finish = self.stream_error_after_first, self.finish_reason
 
         async def events() -> Any:
             for i, piece in enumerate(pieces):
@@ -219,7 +222,7 @@ class ModelStub:
                 yield f"data: {json.dumps(chunk)}\n\n"
                 if stall:
                     await asyncio.sleep(10)  # longer than the client's read timeout
-            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
             yield f"data: {json.dumps(done)}\n\n"
             usage = {"prompt_tokens": 120, "completion_tokens": 9}
             yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
@@ -238,7 +241,11 @@ def model_server() -> Iterator[tuple[str, ModelStub]]:
 
 @pytest.fixture
 def chat_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"chat_top_k": 3, "chat_default_window": "24h"})
+    """The model writes the answers here (most tests are about the model's path); the composed
+    modes have tests of their own below."""
+    return settings.model_copy(
+        update={"chat_top_k": 3, "chat_default_window": "24h", "chat_answer_mode": "model"}
+    )
 
 
 @pytest.fixture
@@ -416,11 +423,12 @@ def test_citations_share_numbers_per_section_and_show_signal_time_ranges() -> No
     citations, numbers = number_hits(hits)
     assert numbers == [1, 2, 1, 3]
     block = sources_block(citations).splitlines()
-    assert block[0] == "Sources:"
-    assert block[1] == f"- [1] {CRASH} § Meaning"
-    assert block[2] == f"- [2] {CRASH} § Diagnosis"
-    assert "payments-api" in block[3] and "log" in block[3]
-    assert "2026-11-25 14:20:00 UTC → 2026-11-25 14:25:00 UTC" in block[3]
+    assert block[:2] == ["**Sources**", ""]
+    assert block[2] == f"- [1] {CRASH} § Meaning"
+    assert block[3] == f"- [2] {CRASH} § Diagnosis"
+    assert "payments-api" in block[4] and "log" in block[4]
+    assert "2026-11-25 14:20:00 UTC → 2026-11-25 14:25:00 UTC" in block[4]
+    assert sources_block(citations, language="ru").startswith("**Источники**")
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -436,8 +444,8 @@ def test_answer_is_grounded_cited_and_cached_under_the_standalone_question(
     text = "".join(pieces)
     assert text == outcome.text
     assert text.startswith(GENERATED)
-    sources = text.split("\n\nSources:\n", 1)[1].splitlines()
-    assert sources[0].startswith(f"- [1] {CRASH} § ")
+    sources = text.split("\n\n**Sources**\n\n", 1)[1].splitlines()
+    assert sources[0].startswith(f"- [1] [{CRASH} § ")  # a link to the source's page
     assert outcome.degraded is None and outcome.usage_from_model
     assert outcome.usage is not None and outcome.usage.prompt_tokens == 120
 
@@ -496,8 +504,9 @@ def test_model_down_gives_runbook_steps_with_sources_and_is_not_cached(
         text = outcome.text
     assert text.startswith(MODEL_NOTICE)
     assert "connection refused" in text.splitlines()[0]
-    assert PACK[CRASH]["steps"][0] in text and PACK[CRASH]["commands"][0] in text
-    assert f"[1] {CRASH}" in text.split("Sources:")[1]
+    assert "127.0.0.1" not in text.splitlines()[0]  # no internal address for the reader
+    assert "kubectl logs --previous" in text  # the composed answer: the runbook, quoted
+    assert f"[1] [{CRASH}" in text.split("**Sources**")[1]
     assert outcome.degraded == "model" and not outcome.usage_from_model
     assert outcome.usage is not None and outcome.usage.completion_tokens > 0  # estimated
     assert cache.get_answer("why does my pod keep crash looping?", RUNBOOKS) is None
@@ -512,7 +521,7 @@ def test_model_failing_mid_stream_keeps_the_text_and_appends_the_steps(
     )
     text = "".join(pieces)
     assert pieces[0] == GENERATED.split(" ")[0]
-    assert INTERRUPTED_NOTICE in text and PACK[CRASH]["steps"][0] in text
+    assert INTERRUPTED_NOTICE in text and "kubectl logs --previous" in text
     assert outcome.degraded == "model"
     assert cache.get_answer("why does my pod keep crash looping?", RUNBOOKS) is None
 
@@ -538,7 +547,7 @@ def test_time_bound_question_reads_signals_in_its_window_and_is_not_cached(
     assert prepared.time_sensitive and prepared.cache_status == "bypass"
     signal_hits = [h for h in prepared.hits if h.source_type == "log"]
     assert [h.text for h in signal_hits] == [SIGNAL_CHUNKS[0].text]  # the 3-day-old one is out
-    sources = "".join(pieces).split("Sources:")[1]
+    sources = "".join(pieces).split("**Sources**")[1]
     assert "payments-api" in sources and "→" in sources
     assert cache.get_answer(prepared.standalone, RUNBOOKS) is None
     assert outcome.degraded is None
@@ -702,3 +711,103 @@ def test_an_encoder_error_reaches_every_waiting_caller_and_the_embedder_recovers
     with pytest.raises(RuntimeError, match="model not loaded"):
         embedder("pod crash looping")
     assert np.allclose(embedder("pod crash looping"), embed("pod crash looping"))
+
+
+# --- answer modes and the guard -------------------------------------------------------------------
+def test_composed_mode_answers_from_the_runbook_without_calling_the_model(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    pipeline = make_pipeline(chat_answer_mode="composed")
+    request = ChatRequest(user("why does my pod keep crash looping?"), base_url="http://chat:8000/")
+    pieces, outcome, prepared = stream_answer(pipeline, request)
+    text = "".join(pieces)
+    assert model.requests == []
+    assert prepared.mode == "composed" and outcome.degraded is None
+    assert pieces[0].startswith("**KubePodCrashLooping**")  # the answer comes in one piece
+    assert "kubectl logs --previous" in text and "### How to confirm" in text
+    assert f"- [1] [{CRASH} § Meaning](http://chat:8000/v1/sources/runbooks/{CRASH}#meaning)" in (
+        text
+    )
+    assert cache.get_answer("why does my pod keep crash looping?", RUNBOOKS) is not None
+
+
+def test_composed_model_mode_adds_a_checked_summary_in_the_questions_language(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    model.text = "The app in the pod dies on start.\nCheck its previous logs first."
+    pipeline = make_pipeline(chat_answer_mode="composed_model", chat_repetition_penalty=1.3)
+    pieces, outcome, prepared = stream_answer(
+        pipeline, ChatRequest(user("под постоянно перезапускается (crash looping), что делать?"))
+    )
+    text = "".join(pieces)
+    assert prepared.language == "ru" and "### Как проверить" in text
+    assert "**Коротко** (_tiny_): The app in the pod dies on start." in text
+    body, _, sources = text.partition("**Источники**")
+    assert "Check its previous logs first." in body and sources  # summary before the sources
+    sent = model.requests[0]
+    assert sent["repetition_penalty"] == 1.3 and sent["max_tokens"] == 96
+    assert "Russian" in sent["messages"][-1]["content"]
+    assert "```" not in sent["messages"][-1]["content"]  # commands are not shown to the model
+    assert outcome.degraded is None and not outcome.checks_failed
+    assert cache.get_answer(prepared.standalone, RUNBOOKS) is not None
+
+
+def test_composed_model_mode_with_the_model_down_keeps_the_composed_answer(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    model.down = True
+    pipeline = make_pipeline(chat_answer_mode="composed_model")
+    pieces, outcome, prepared = stream_answer(
+        pipeline, ChatRequest(user("why does my pod keep crash looping?"))
+    )
+    text = "".join(pieces)
+    assert "kubectl logs --previous" in text
+    assert "Model unavailable" in text and "connection refused" in text
+    assert outcome.degraded == "model"
+    assert cache.get_answer(prepared.standalone, RUNBOOKS) is None
+
+
+def test_a_looping_model_is_stopped_and_the_composed_answer_follows(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    model.text = "The answer to your question is:\n" * 30
+    pieces, outcome, prepared = stream_answer(
+        make_pipeline(), ChatRequest(user("etcd has no leader"))
+    )
+    text = "".join(pieces)
+    assert text.count("The answer to your question is:") == 1
+    assert LOOP_NOTICE in text and "restore quorum" in text
+    assert outcome.degraded == "model" and outcome.checks is not None
+    assert outcome.checks.stopped == "degenerate"
+    assert cache.get_answer(prepared.standalone, RUNBOOKS) is None
+
+
+def test_unsupported_commands_are_dropped_and_such_answers_not_cached(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    model.text = (
+        "Read the logs with `kubectl logs --previous` [2].\n"
+        "Then run `kubectl delete namespace payments` to start over.\n"
+        "See runbooks/crash.md for more [1]."
+    )
+    pieces, outcome, prepared = stream_answer(
+        make_pipeline(), ChatRequest(user("why does my pod keep crash looping?"))
+    )
+    body = without_sources("".join(pieces))
+    assert "kubectl logs --previous" in body
+    assert "delete namespace" not in body
+    assert outcome.checks is not None
+    assert "kubectl delete namespace payments" in outcome.checks.dropped
+    assert cache.get_answer(prepared.standalone, RUNBOOKS) is None
+
+
+def test_an_answer_cut_by_the_token_limit_is_not_cached(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    model.finish_reason = "length"
+    pieces, outcome, prepared = stream_answer(
+        make_pipeline(), ChatRequest(user("why does my pod keep crash looping?"))
+    )
+    assert outcome.finish_reason == "length"
+    assert "Then read the pod events" not in "".join(pieces)  # the cut last line is left out
+    assert cache.get_answer(prepared.standalone, RUNBOOKS) is None

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from opsassist.chat.language import Language, labels
 from opsassist.documents import SearchHit
+
+if TYPE_CHECKING:
+    from opsassist.chat.links import SourceLinks
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -23,6 +28,7 @@ class Citation:
     title: str = ""
     timestamp: str | None = None
     end_timestamp: str | None = None
+    document_id: str = ""  # a signal's document (runbooks are linked by path and section)
 
     @property
     def is_runbook(self) -> bool:
@@ -75,18 +81,45 @@ def number_hits(hits: Sequence[SearchHit]) -> tuple[list[Citation], list[int]]:
                     title=hit.title,
                     timestamp=hit.timestamp,
                     end_timestamp=hit.end_timestamp,
+                    document_id=hit.id,
                 )
             )
         numbers.append(by_key[key])
     return citations, numbers
 
 
-def sources_block(citations: Sequence[Citation]) -> str:
-    """The block appended to every answer that used sources (Markdown list, one per source)."""
+def sources_block(
+    citations: Sequence[Citation], links: SourceLinks | None = None, language: Language = "en"
+) -> str:
+    """The block that ends every answer that used sources: one Markdown list item per source,
+    a link where ``links`` can make one."""
     if not citations:
         return ""
-    lines = ["Sources:"] + [f"- [{c.number}] {c.label()}" for c in citations]
+    lines = [f"**{labels(language)['sources']}**", ""]
+    for c in citations:
+        url = None
+        if links is not None:
+            url = (
+                links.runbook(c.source, c.section)
+                if c.is_runbook
+                else (links.document(c.document_id) if c.document_id else None)
+            )
+        lines.append(
+            f"- [{c.number}] [{c.label()}]({url})" if url else f"- [{c.number}] {c.label()}"
+        )
     return "\n".join(lines)
+
+
+_SOURCES_HEADING = re.compile(r"^\s*(?:\*\*)?(?:Sources|Источники)(?:\*\*)?:?\s*$")
+
+
+def without_sources(answer: str) -> str:
+    """An answer without its sources block (the last line that heads one, and what follows)."""
+    lines = answer.splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        if _SOURCES_HEADING.match(lines[index]):
+            return "\n".join(lines[:index]).rstrip()
+    return answer
 
 
 def runbook_sources(citations: Sequence[Citation]) -> list[str]:

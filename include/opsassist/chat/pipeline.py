@@ -1,18 +1,24 @@
 """The chat request pipeline: standalone question → answer cache (CAG) → hybrid retrieval over
-the runbook alias (and the signal alias, in a time window, when it exists) → grounded prompt with
-numbered sources and knowledge-pack entries → generation → answer with a "Sources:" block →
-answer cache.
+the runbook alias (and the signal alias, in a time window, when it exists) → an answer in one of
+three modes (``OPSASSIST_CHAT_ANSWER_MODE``) → sources list with links → answer cache.
 
-``prepare`` does the blocking part (index, cache, embedding) and is run in a worker thread by the
-server; ``stream`` / ``complete`` do the model call; ``record_question`` (popularity for the
-warm-up) is left to the caller to run off the critical path. Failures degrade instead of failing:
-- model down, timing out, refusing or breaker open: the retrieved runbook steps, with a notice at
-  the top (streamed answers that already started get the notice and the steps appended);
-- index down or without a promoted version: a clear message, no generation (HTTP 200);
-- cache down: treated as a miss, counted in ``errors``.
-Only full, model-generated answers to questions that are not time-bound are cached: degraded
-answers, answers citing signals, and answers cut short by a small per-request ``max_tokens`` are
-not. ``use_cache=False`` neither reads nor writes the answer and retrieval caches.
+- ``composed`` (default): the retrieved runbook's sections quoted and arranged (what it means,
+  how to confirm, what to do), every line cited (``opsassist.chat.compose``). No model call:
+  ready when retrieval is, and it cannot say what the runbook does not.
+- ``composed_model``: the composed answer at once, then a short summary by the model in the
+  question's language, shown only as far as it passes the guard.
+- ``model``: the model writes the answer from numbered sources; its text passes the guard
+  (``opsassist.chat.guard``: unsupported commands dropped, a loop stopped). A model that is
+  down, fails, loops or says nothing gives the composed answer with a notice instead.
+
+``prepare`` does the blocking part (index, cache, embedding, composition) and is run in a worker
+thread by the server; ``stream`` / ``complete`` do the model call; ``record_question``
+(popularity for the warm-up) is left to the caller to run off the critical path. An index that
+is down or has no promoted version gives a clear message and no generation (HTTP 200); a cache
+that is down is a miss, counted in ``errors``. Only good answers are cached: not degraded, not
+cut by the token limit, nothing dropped or stopped by the guard, not time-bound, not citing
+signals, and not cut short by a small per-request ``max_tokens``. ``use_cache=False`` neither
+reads nor writes the answer and retrieval caches.
 """
 
 from __future__ import annotations
@@ -32,16 +38,21 @@ import numpy as np
 
 from opsassist.cache.base import CachedAnswer, KnowledgeCache
 from opsassist.chat.citations import Citation, number_hits, runbook_sources, sources_block
+from opsassist.chat.compose import SEE_ALSO, Composed, compose_answer
 from opsassist.chat.degraded import (
     EMPTY_NOTICE,
     INTERRUPTED_NOTICE,
+    LOOP_NOTICE,
     MODEL_NOTICE,
     index_unavailable,
     model_notice,
-    runbook_steps,
+    public_reason,
 )
 from opsassist.chat.embedder import BatchingEmbedder
-from opsassist.chat.prompt import Message, build_messages, history_for_model
+from opsassist.chat.guard import GuardReport, StreamGuard
+from opsassist.chat.language import Language, detect_language, labels
+from opsassist.chat.links import SourceLinks
+from opsassist.chat.prompt import Message, build_messages, history_for_model, summary_messages
 from opsassist.chat.rewrite import standalone_question
 from opsassist.chat.timewindow import TimeWindow, infer_window, window_from_request
 from opsassist.documents import SearchHit
@@ -57,7 +68,8 @@ log = get_logger(__name__)
 
 CacheStatus = Literal["hit", "miss", "bypass"]
 Degraded = Literal["model", "index"]
-PACK_SOURCES = 2
+AnswerMode = Literal["composed", "composed_model", "model"]
+PACK_SOURCES = 1 + SEE_ALSO  # the answer's runbook and the ones it mentions
 
 
 class InvalidChatRequest(ValueError):
@@ -77,6 +89,8 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     since: str | None = None
     use_cache: bool = True
+    base_url: str = ""  # the chat server as this request reached it (links to source pages)
+    mode: AnswerMode | None = None  # None: OPSASSIST_CHAT_ANSWER_MODE
 
 
 @dataclasses.dataclass(slots=True)
@@ -85,6 +99,8 @@ class Prepared:
     standalone: str
     window: TimeWindow
     time_sensitive: bool
+    mode: AnswerMode = "composed"
+    language: Language = "en"
     index_version: str | None = None
     cache_status: CacheStatus = "bypass"
     cached: CachedAnswer | None = None
@@ -93,6 +109,9 @@ class Prepared:
     numbers: list[int] = dataclasses.field(default_factory=list)
     citations: list[Citation] = dataclasses.field(default_factory=list)
     pack: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    composed: Composed | None = None
+    links: SourceLinks | None = None
+    support: str = ""  # what model text may quote: the sources given to it, and the question
     model_messages: list[Message] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # milliseconds
@@ -113,7 +132,13 @@ class Outcome:
     cached: bool = False
     first_token_s: float | None = None
     generation_s: float | None = None
+    model_finish_reason: str | None = None
+    checks: GuardReport | None = None  # what the guard dropped or stopped in model text
     errors: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def checks_failed(self) -> bool:
+        return self.checks is not None and bool(self.checks.dropped or self.checks.stopped)
 
 
 def estimate_tokens(text: str) -> int:
@@ -228,6 +253,9 @@ class ChatPipeline:
             standalone=standalone_question(user_turns),
             window=window,
             time_sensitive=time_sensitive,
+            mode=request.mode or self.settings.chat_answer_mode,
+            language=detect_language(question),
+            links=SourceLinks(self.settings, request.base_url),
         )
         started = time.perf_counter()
         try:
@@ -246,6 +274,10 @@ class ChatPipeline:
                 prepared.cached = self.cache.get_answer(prepared.standalone, prepared.index_version)
             except Exception as exc:
                 self._cache_error(prepared.errors, "get_answer", exc)
+            if prepared.cached is not None and (
+                prepared.cached.payload.get("mode", "model") != prepared.mode
+            ):
+                prepared.cached = None  # made in another answer mode: not this request's answer
             if prepared.cached is not None:
                 prepared.cache_status = "hit"
         prepared.timings["cache_ms"] = (time.perf_counter() - started) * 1000
@@ -266,15 +298,28 @@ class ChatPipeline:
             prepared.pack = self.cache.get_pack(wanted) if wanted else {}
         except Exception as exc:
             self._cache_error(prepared.errors, "get_pack", exc)
-        prepared.model_messages = build_messages(
-            prepared.standalone,
-            prepared.hits,
-            prepared.numbers,
-            prepared.citations,
-            prepared.pack,
-            history_for_model(request.messages, self.settings.chat_history_turns),
-            self.settings.chat_context_chars,
-        )
+        started = time.perf_counter()
+        if prepared.mode == "model":
+            prepared.model_messages = build_messages(
+                prepared.standalone,
+                prepared.hits,
+                prepared.numbers,
+                prepared.citations,
+                prepared.pack,
+                history_for_model(request.messages, self.settings.chat_history_turns),
+                self.settings.chat_context_chars,
+            )
+            prepared.support = "\n".join(m["content"] for m in prepared.model_messages)
+        else:
+            prepared.composed = compose_answer(hits, prepared.pack, prepared.language)
+            prepared.citations = prepared.composed.citations
+            if prepared.mode == "composed_model" and prepared.composed.primary is not None:
+                prepared.model_messages = summary_messages(
+                    prepared.standalone, prepared.composed.text, prepared.language
+                )
+                prepared.support = prepared.composed.text
+        prepared.support += "\n" + prepared.question
+        prepared.timings["compose_ms"] = (time.perf_counter() - started) * 1000
         return prepared
 
     def record_question(self, prepared: Prepared) -> bool:
@@ -364,6 +409,16 @@ class ChatPipeline:
             ),
             top_p=request.top_p,
             stop=request.stop,
+            repetition_penalty=self.settings.chat_repetition_penalty,
+        )
+
+    def summary_options(self) -> GenerationOptions:
+        s = self.settings
+        return GenerationOptions(
+            max_tokens=s.chat_summary_max_tokens,
+            temperature=s.chat_temperature,
+            stop=("\n\n",),
+            repetition_penalty=s.chat_repetition_penalty,
         )
 
     async def stream(
@@ -371,55 +426,137 @@ class ChatPipeline:
     ) -> AsyncGenerator[str, None]:
         """The answer text piece by piece; ``outcome`` is complete when the iterator ends."""
         if prepared.cached is not None or prepared.index_error is not None:
-            text = self._without_model(prepared, outcome)
-            yield text
+            yield self._without_model(prepared, outcome)
             return
-        parts: list[str] = []
-        error: ModelError | None = None
+        if prepared.mode == "model":
+            async for piece in self._model_answer(prepared, request, outcome):
+                yield piece
+        else:
+            assert prepared.composed is not None
+            yield prepared.composed.text
+            outcome.text = prepared.composed.text
+            if prepared.model_messages:
+                async for piece in self._model_summary(prepared, outcome):
+                    yield piece
+        tail = self._sources(prepared)
+        outcome.text += tail
+        if not outcome.usage_from_model:
+            self._estimate_usage(prepared, outcome)
+        await self._remember(prepared, request, outcome)
+        yield tail
+
+    async def complete(self, prepared: Prepared, request: ChatRequest) -> Outcome:
+        """The whole answer (non-streaming): the same pieces, joined."""
+        outcome = Outcome()
+        async with contextlib.aclosing(self.stream(prepared, request, outcome)) as pieces:
+            async for _ in pieces:
+                pass
+        return outcome
+
+    def _sources(self, prepared: Prepared) -> str:
+        block = sources_block(prepared.citations, prepared.links, prepared.language)
+        return f"\n\n{block}" if block else ""
+
+    async def _generate(
+        self,
+        prepared: Prepared,
+        messages: list[Message],
+        options: GenerationOptions,
+        outcome: Outcome,
+    ) -> AsyncGenerator[str, None]:
+        """Model text as the guard lets it through; errors end it (``outcome.degraded_reason``).
+        Leaving the loop early (a stop) closes the upstream request, which ends the generation."""
+        guard = StreamGuard(prepared.support)
+        outcome.checks = guard.report
         started = time.perf_counter()
         try:
-            deltas = self.client.stream_chat(prepared.model_messages, self.options(request))
+            deltas = self.client.stream_chat(messages, options)
             async with contextlib.aclosing(deltas):
                 async for delta in deltas:
                     if delta.usage is not None:
                         outcome.usage, outcome.usage_from_model = delta.usage, True
                     if delta.finish_reason:
-                        outcome.finish_reason = delta.finish_reason
+                        outcome.model_finish_reason = delta.finish_reason
                     if delta.text:
                         if outcome.first_token_s is None:
                             outcome.first_token_s = time.perf_counter() - started
-                        parts.append(delta.text)
-                        yield delta.text
+                        shown = guard.feed(delta.text)
+                        if shown:
+                            yield shown
+                        if guard.stopped:
+                            break
         except ModelError as exc:
-            error = exc
+            outcome.degraded_reason = exc.message
+            log.warning("model unavailable", extra={"error": exc.message})
+        if outcome.model_finish_reason != "length":  # a last line cut by the budget: left out
+            rest = guard.finish()
+            if rest:
+                yield rest
         outcome.generation_s = time.perf_counter() - started
-        tail = self._after_generation(prepared, "".join(parts), error, outcome)
-        outcome.text = "".join(parts) + tail
-        await self._remember(prepared, request, outcome)
-        yield tail
+        if guard.report.stopped or guard.report.dropped:
+            log.warning(
+                "model text failed the checks",
+                extra={"stopped": guard.report.stopped, "dropped": guard.report.dropped[:5]},
+            )
 
-    async def complete(self, prepared: Prepared, request: ChatRequest) -> Outcome:
-        """The whole answer in one model call (non-streaming)."""
-        outcome = Outcome()
-        if prepared.cached is not None or prepared.index_error is not None:
-            outcome.text = self._without_model(prepared, outcome)
-            return outcome
-        generated = ""
-        error: ModelError | None = None
-        started = time.perf_counter()
-        try:
-            completion = await self.client.chat(prepared.model_messages, self.options(request))
-        except ModelError as exc:
-            error = exc
-        else:
-            generated = completion.text
-            outcome.finish_reason = completion.finish_reason or "stop"
-            if completion.usage is not None:
-                outcome.usage, outcome.usage_from_model = completion.usage, True
-        outcome.generation_s = time.perf_counter() - started
-        outcome.text = generated + self._after_generation(prepared, generated, error, outcome)
-        await self._remember(prepared, request, outcome)
-        return outcome
+    async def _model_answer(
+        self, prepared: Prepared, request: ChatRequest, outcome: Outcome
+    ) -> AsyncGenerator[str, None]:
+        """The model's answer; the composed one (with a notice) when it fails or says nothing."""
+        parts: list[str] = []
+        async for piece in self._generate(
+            prepared, prepared.model_messages, self.options(request), outcome
+        ):
+            parts.append(piece)
+            yield piece
+        generated = "".join(parts)
+        outcome.text = generated
+        outcome.finish_reason = outcome.model_finish_reason or "stop"
+        notice = None
+        if outcome.degraded_reason is not None:
+            notice = INTERRUPTED_NOTICE if generated.strip() else MODEL_NOTICE
+        elif outcome.checks is not None and outcome.checks.stopped:
+            notice, outcome.degraded_reason = LOOP_NOTICE, "the model repeated itself"
+        elif not generated.strip():
+            notice, outcome.degraded_reason = EMPTY_NOTICE, "empty answer"
+        if notice is None:
+            return
+        outcome.degraded, outcome.finish_reason = "model", "stop"
+        composed = compose_answer(
+            prepared.hits, prepared.pack, prepared.language, prepared.citations
+        )
+        prepared.citations = composed.citations
+        lead = "\n\n" if generated.strip() else ""
+        fallback = f"{lead}{model_notice(outcome.degraded_reason or '', notice)}\n\n{composed.text}"
+        outcome.text += fallback
+        yield fallback
+
+    async def _model_summary(
+        self, prepared: Prepared, outcome: Outcome
+    ) -> AsyncGenerator[str, None]:
+        """The model's short summary under the composed answer: shown line by line as the guard
+        lets it through; a failure is a one-line notice (the composed answer stands)."""
+        words = labels(prepared.language)
+        heading = f"\n\n**{words['model_summary']}** (_{self.client.target}_): "
+        shown = False
+        async for piece in self._generate(
+            prepared, prepared.model_messages, self.summary_options(), outcome
+        ):
+            if not shown:
+                shown = True
+                outcome.text += heading
+                yield heading
+            outcome.text += piece
+            yield piece
+        notice = ""
+        if outcome.degraded_reason is not None:
+            outcome.degraded = "model"
+            notice = f"\n\n_{words['model_notice']} ({public_reason(outcome.degraded_reason)})._"
+        elif outcome.checks_failed or not shown:
+            notice = f"\n\n_{words['model_dropped']}._"
+        if notice:
+            outcome.text += notice
+            yield notice
 
     def _without_model(self, prepared: Prepared, outcome: Outcome) -> str:
         if prepared.cached is not None:
@@ -434,35 +571,6 @@ class ChatPipeline:
         self._estimate_usage(prepared, outcome)
         return text
 
-    def _after_generation(
-        self, prepared: Prepared, generated: str, error: ModelError | None, outcome: Outcome
-    ) -> str:
-        """What follows the generated text: a degraded notice and steps if needed, the sources."""
-        tail = ""
-        notice = None
-        if error is not None:
-            notice = INTERRUPTED_NOTICE if generated.strip() else MODEL_NOTICE
-            outcome.degraded_reason = error.message
-            log.warning("model unavailable: degraded answer", extra={"error": error.message})
-        elif not generated.strip():
-            notice = EMPTY_NOTICE
-            outcome.degraded_reason = "empty answer"
-        if notice is not None:
-            outcome.degraded = "model"
-            outcome.finish_reason = "stop"
-            steps = runbook_steps(
-                prepared.hits, prepared.numbers, prepared.citations, prepared.pack
-            )
-            lead = "\n\n" if generated.strip() else ""
-            tail = f"{lead}{model_notice(outcome.degraded_reason or '', notice)}\n\n{steps}"
-        block = sources_block(prepared.citations)
-        if block:
-            tail += f"\n\n{block}"
-        if not outcome.usage_from_model:
-            outcome.text = generated + tail
-            self._estimate_usage(prepared, outcome)
-        return tail
-
     @staticmethod
     def _estimate_usage(prepared: Prepared, outcome: Outcome) -> None:
         prompt = "\n".join(m["content"] for m in prepared.model_messages) or prepared.question
@@ -473,6 +581,9 @@ class ChatPipeline:
         return (
             request.use_cache
             and outcome.degraded is None
+            and outcome.finish_reason != "length"
+            and outcome.model_finish_reason != "length"
+            and not outcome.checks_failed
             and prepared.cached is None
             and prepared.index_version is not None
             and not prepared.time_sensitive
@@ -492,7 +603,8 @@ class ChatPipeline:
             index_version=prepared.index_version,
             payload={
                 "citations": [c.to_json() for c in prepared.citations],
-                "model": self.client.target,
+                "model": self.client.target if prepared.model_messages else None,
+                "mode": prepared.mode,
                 "finish_reason": outcome.finish_reason,
                 "usage": dataclasses.asdict(usage) if usage else None,
             },

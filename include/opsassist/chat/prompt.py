@@ -7,10 +7,11 @@ every prompt token before its first answer token.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from opsassist.chat.citations import Citation
+from opsassist.chat.citations import Citation, without_sources
 from opsassist.documents import SearchHit
 from opsassist.knowledge import render_pack
 from opsassist.llm.prompts import render_prompt
@@ -90,12 +91,42 @@ def history_for_model(
 ) -> list[Message]:
     """The last ``turns`` user/assistant messages before the current question, clipped.
 
-    Earlier answers are clipped and their "Sources:" block dropped (the model gets fresh sources).
+    Earlier answers are clipped and their sources block dropped (the model gets fresh sources).
     """
     earlier = [m for m in messages[:-1] if m["role"] in ("user", "assistant")]
     picked = earlier[-turns:] if turns > 0 else []
     out: list[Message] = []
     for message in picked:
-        content = message["content"].split("\nSources:\n", 1)[0]
+        content = without_sources(message["content"])
         out.append({"role": message["role"], "content": clip(content, per_turn_chars)})
     return out
+
+
+LANGUAGE_NAMES = {"en": "English", "ru": "Russian"}
+_SUMMARY_EXCERPT_CHARS = 1200
+_FENCED = re.compile(r"^\s*(?:>\s*)*(```|~~~)")
+_QUOTE = re.compile(r"^\s*(?:>\s?)+")
+
+
+def summary_messages(question: str, composed: str, language: str) -> list[Message]:
+    """The model's messages for a short summary of a composed answer: its prose only (code is
+    left out: the summary must not restate commands, and every prompt token costs on a CPU)."""
+    lines: list[str] = []
+    in_fence = False
+    for line in composed.splitlines():
+        if _FENCED.match(line):
+            in_fence = not in_fence
+            continue
+        if not in_fence:
+            lines.append(_QUOTE.sub("", line))
+    excerpt = _clip_lines("\n".join(lines), _SUMMARY_EXCERPT_CHARS)
+    user = render_prompt(
+        "summary",
+        excerpt=excerpt,
+        question=question,
+        language=LANGUAGE_NAMES.get(language, "English"),
+    )
+    return [
+        {"role": "system", "content": render_prompt("summary_system")},
+        {"role": "user", "content": user},
+    ]

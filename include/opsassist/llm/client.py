@@ -84,6 +84,7 @@ class GenerationOptions:
     temperature: float = 0.2
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    repetition_penalty: float | None = None  # vLLM's request field (1.0 or None: off)
 
 
 def render_chatml(messages: Sequence[Message]) -> str:
@@ -367,6 +368,8 @@ class KServeClient:
             payload["top_p"] = options.top_p
         if options.stop:
             payload["stop"] = list(options.stop)
+        if options.repetition_penalty not in (None, 1.0):
+            payload["repetition_penalty"] = options.repetition_penalty
         if stream:
             payload["stream_options"] = {"include_usage": True}
         return payload
@@ -412,6 +415,8 @@ class KServeClient:
         }
         if options.top_p is not None:
             params["top_p"] = options.top_p
+        if options.repetition_penalty not in (None, 1.0):
+            params["repetition_penalty"] = options.repetition_penalty
         return params
 
     def _v2_infer_payload(self, prompt: str, options: GenerationOptions) -> dict[str, Any]:

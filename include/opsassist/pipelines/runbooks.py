@@ -19,7 +19,7 @@ from opsassist.chunking import chunk_runbook
 from opsassist.documents import Chunk, Rejected
 from opsassist.embedding import embed_texts, model_dimension
 from opsassist.index.base import IndexStore
-from opsassist.knowledge import knowledge_pack_entry
+from opsassist.knowledge import PACK_FORMAT, knowledge_pack_entry
 from opsassist.logs import get_logger
 from opsassist.parsing.markdown import Runbook, RunbookError, load_runbook
 from opsassist.pipelines import staging
@@ -261,12 +261,42 @@ def stage_collect(settings: Settings, run_id: str, root: Path) -> dict[str, Any]
     }
 
 
-def stage_plan(settings: Settings, run_id: str, store: IndexStore) -> dict[str, Any]:
+def publish_pack_if_missing(
+    settings: Settings, run_id: str, cache: KnowledgeCache, version: str | None
+) -> bool:
+    """Publish this run's knowledge pack for ``version`` when the cache lacks it (a new or
+    flushed cache, one switched from memory to Redis, entries of an older format): readers then
+    get it although no runbook changed. A cache that is down is logged, not fatal."""
+    if version is None:
+        return False
+    try:
+        if cache.pack_version() == version:
+            current = cache.get_pack()
+            if current and all(e.get("format") == PACK_FORMAT for e in current.values()):
+                return False
+        pack: dict[str, dict[str, Any]] = staging.read_json(_run(settings, run_id) / "pack.json")
+        cache.put_pack(version, pack)
+    except Exception as exc:
+        log.warning("knowledge pack not published", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return False
+    log.info("knowledge pack published", extra={"version": version, "entries": len(pack)})
+    return True
+
+
+def stage_plan(
+    settings: Settings, run_id: str, store: IndexStore, cache: KnowledgeCache | None = None
+) -> dict[str, Any]:
+    """Plan the build; with nothing to build, make sure ``cache`` has the promoted version's
+    knowledge pack (the later stages, which normally publish it, are skipped)."""
     folder = _run(settings, run_id)
     chunks = staging.read_chunks(folder / "chunks.parquet")
     quarantined = [Rejected(**q) for q in staging.read_json(folder / "quarantine.json")]
     plan = plan_changes(store, settings.runbook_index, chunks, quarantined)
     staging.write_json(folder / "plan.json", plan.to_json())
+    published = False
+    if not plan.has_changes and cache is not None:
+        current = store.current_version(settings.runbook_index)
+        published = publish_pack_if_missing(settings, run_id, cache, current)
     return {  # counts only: XCom stays small, the full plan is in the staging folder
         "base_version": plan.base_version,
         "to_embed": len(plan.to_embed),
@@ -275,6 +305,7 @@ def stage_plan(settings: Settings, run_id: str, store: IndexStore) -> dict[str, 
         "changed_sources": plan.changed_sources[:50],
         "kept_quarantined_sources": plan.kept_quarantined_sources,
         "has_changes": plan.has_changes,
+        "pack_published": published,
     }
 
 
@@ -386,7 +417,7 @@ def run_pipeline(
     """All stages in one process (the CLI path); same functions the DAG tasks call."""
     summary: dict[str, Any] = {"run_id": run_id}
     summary["collect"] = stage_collect(settings, run_id, root)
-    summary["plan"] = stage_plan(settings, run_id, store)
+    summary["plan"] = stage_plan(settings, run_id, store, cache)
     if not summary["plan"]["has_changes"]:
         summary["embed"] = {"embedded": 0}
         summary["version"] = store.current_version(settings.runbook_index)

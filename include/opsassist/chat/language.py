@@ -1,0 +1,69 @@
+"""The question's language and the words an answer frames runbook quotes with.
+
+Detection is by script: Cyrillic letters make a question Russian, whatever Latin words
+(alert names, commands, resource kinds) it also holds. English is the default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Language = Literal["en", "ru"]
+_CYRILLIC = re.compile(r"[А-Яа-яЁё]")
+_LATIN = re.compile(r"[A-Za-z]")
+_CODE = re.compile(r"`[^`\n]*`")
+
+LABELS: dict[Language, dict[str, str]] = {
+    "en": {
+        "impact": "Impact",
+        "confirm": "How to confirm",
+        "act": "What to do",
+        "see_also": "Also relevant",
+        "signals": "Recent signals",
+        "sources": "Sources",
+        "more_in": "More in the runbook:",
+        "nothing_found": (
+            "No runbook in the index matches this question, so there is nothing to quote. "
+            "Rephrase it with the alert name or the component, or check that the runbook exists."
+        ),
+        "quoted_note": "",
+        "model_notice": "Model unavailable: the answer below is quoted from the runbooks",
+        "model_summary": "In short",
+        "model_dropped": "The model's summary was left out: it did not pass the checks",
+    },
+    "ru": {
+        "impact": "Влияние",
+        "confirm": "Как проверить",
+        "act": "Что делать",
+        "see_also": "Также может относиться",
+        "signals": "Свежие сигналы",
+        "sources": "Источники",
+        "more_in": "Подробнее в runbook:",
+        "nothing_found": (
+            "Ни один runbook в индексе не подходит к этому вопросу, цитировать нечего. "
+            "Переформулируйте вопрос с именем алерта или компонента или проверьте, что runbook "
+            "существует."
+        ),
+        "quoted_note": (
+            "Шаги процитированы из runbook на языке оригинала; команды и запросы приведены "
+            "без изменений."
+        ),
+        "model_notice": "Модель недоступна: ответ ниже процитирован из runbook",
+        "model_summary": "Коротко",
+        "model_dropped": "Краткое резюме модели не показано: оно не прошло проверку",
+    },
+}
+
+
+def detect_language(text: str) -> Language:
+    """``ru`` when Cyrillic letters make up at least a quarter of the letters outside inline
+    code, else ``en``."""
+    prose = _CODE.sub(" ", text)
+    cyrillic = len(_CYRILLIC.findall(prose))
+    latin = len(_LATIN.findall(prose))
+    return "ru" if cyrillic and cyrillic * 4 >= cyrillic + latin else "en"
+
+
+def labels(language: Language) -> dict[str, str]:
+    return LABELS[language]

@@ -1,0 +1,197 @@
+"""A runbook section's Markdown as a flat list of blocks an answer can quote: paragraphs, list
+items (with their depth), fenced code and sub-headings.
+
+Quoting block by block keeps what the engineer needs intact: a code block is never cut or
+joined onto a line, a list stays a list, and each block can carry its own citation. Runbook HTML
+is turned into Markdown or dropped here (``<details><summary>X</summary>`` becomes a bold line,
+other tags keep their text): Open WebUI shows Markdown, and raw tags in an answer are noise.
+Parsing is markdown-it-py's (CommonMark, linear in the input).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+BlockKind = Literal["p", "li", "code", "h"]
+
+_PARSER = MarkdownIt("commonmark", {"html": True}).enable("table")
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+_SUMMARY = re.compile(r"<summary[^<>]*>([^<]*)</summary>", re.IGNORECASE)
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_ANCHOR_LINK = re.compile(r"\[([^\[\]]*)\]\(#[^()\s]*\)")  # [text](#anchor): a link into the page
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Block:
+    kind: BlockKind
+    text: str
+    depth: int = 0  # li: nesting (0 = top level); code: lists it is inside (0 = none)
+    lang: str = ""  # code: the fence's info string
+    ordered: bool = False  # li: item of a numbered list
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind, "text": self.text}
+        if self.depth:
+            data["depth"] = self.depth
+        if self.lang:
+            data["lang"] = self.lang
+        if self.ordered:
+            data["ordered"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Block:
+        return cls(
+            kind=data["kind"],
+            text=data["text"],
+            depth=int(data.get("depth", 0)),
+            lang=str(data.get("lang", "")),
+            ordered=bool(data.get("ordered", False)),
+        )
+
+
+def drop_comments(text: str) -> str:
+    """``text`` without HTML comments (an unclosed one runs to the end), by string search."""
+    out: list[str] = []
+    position = 0
+    while (start := text.find("<!--", position)) >= 0:
+        out.append(text[position:start])
+        end = text.find("-->", start + 4)
+        position = len(text) if end < 0 else end + 3
+    out.append(text[position:])
+    return "".join(out)
+
+
+def strip_html(text: str) -> str:
+    """Inline HTML to plain Markdown text: comments dropped, ``<br>`` as a space, a
+    ``<summary>`` as bold, other tags removed with their text kept, entities decoded."""
+    text = drop_comments(text)
+    text = _SUMMARY.sub(lambda m: f"**{m.group(1).strip()}**", text)
+    text = _BREAK.sub(" ", text)
+    if "<" in text:
+        text = _TAG.sub("", text)
+    if "&" in text:
+        text = html.unescape(text)
+    return text
+
+
+def _inline_text(token: Token) -> str:
+    """An inline token's Markdown source on one line, without HTML and without links to anchors
+    of the runbook's own page (they lead nowhere once quoted)."""
+    return " ".join(_ANCHOR_LINK.sub(r"\1", strip_html(token.content)).split())
+
+
+def _html_blocks(content: str) -> list[Block]:
+    """A raw HTML block: its summary as a bold line, its remaining text as paragraphs."""
+    blocks: list[Block] = []
+    content = drop_comments(content)
+    for summary in _SUMMARY.findall(content):
+        text = " ".join(strip_html(summary).split())
+        if text:
+            blocks.append(Block("p", f"**{text}**"))
+    rest = _SUMMARY.sub("", content)
+    for paragraph in re.split(r"\n\s*\n", strip_html(rest)):
+        text = " ".join(paragraph.split())
+        if text:
+            blocks.append(Block("p", text))
+    return blocks
+
+
+def _table(tokens: Sequence[Token], start: int, lines: Sequence[str]) -> tuple[Block, int]:
+    """A table as its source lines (a code-free, readable Markdown table), and the index after."""
+    depth = 0
+    index = start
+    while index < len(tokens):
+        if tokens[index].type == "table_open":
+            depth += 1
+        elif tokens[index].type == "table_close":
+            depth -= 1
+            if depth == 0:
+                break
+        index += 1
+    first, last = tokens[start].map or (0, 0)
+    text = "\n".join(strip_html(line).rstrip() for line in lines[first:last])
+    return Block("p", text), index + 1
+
+
+def markdown_blocks(markdown: str) -> list[Block]:
+    """The blocks of a Markdown text, in order. Empty blocks are dropped."""
+    tokens = _PARSER.parse(markdown)
+    lines = markdown.splitlines()
+    blocks: list[Block] = []
+    lists: list[bool] = []  # open lists, innermost last: ordered?
+    in_item = 0  # paragraphs directly inside the current list item
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        kind = token.type
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            lists.append(kind == "ordered_list_open")
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif kind == "list_item_open":
+            in_item = 0
+        elif kind == "inline" and index > 0:
+            opener = tokens[index - 1].type
+            text = _inline_text(token)
+            if not text:
+                pass
+            elif opener == "heading_open":
+                blocks.append(Block("h", text))
+            elif lists:
+                depth = len(lists) - 1
+                if in_item == 0:
+                    blocks.append(Block("li", text, depth=depth, ordered=lists[-1]))
+                else:  # a second paragraph of the same item: continues it
+                    last = blocks[-1]
+                    blocks[-1] = dataclasses.replace(last, text=f"{last.text} {text}")
+                in_item += 1
+            else:
+                blocks.append(Block("p", text))
+        elif kind in ("fence", "code_block"):
+            code = token.content.rstrip("\n")
+            if code.strip():
+                info = token.info.strip().split(" ", 1)[0] if kind == "fence" else ""
+                blocks.append(Block("code", code, depth=len(lists), lang=info))
+        elif kind == "html_block":
+            blocks.extend(_html_blocks(token.content))
+        elif kind == "table_open":
+            block, index = _table(tokens, index, lines)
+            blocks.append(block)
+            continue
+        index += 1
+    return blocks
+
+
+def render_blocks(blocks: Iterable[Block], suffix: str = "") -> str:
+    """Blocks back to Markdown, ``suffix`` (e.g. a citation ``[2]``) after each text block."""
+    out: list[str] = []
+    previous: Block | None = None
+    for block in blocks:
+        tail = f" {suffix}" if suffix else ""
+        if block.kind == "code":
+            # inside a list item: indented to the item's content (3 spaces fit "- " and "1. ")
+            indent = " " * (4 * (block.depth - 1) + 3) if block.depth else ""
+            fence = "~~~" if "```" in block.text else "```"
+            body = "\n".join(f"{indent}{line}" if line else line for line in block.text.split("\n"))
+            piece = f"{indent}{fence}{block.lang}\n{body}\n{indent}{fence}"
+        elif block.kind == "li":
+            marker = "1." if block.ordered else "-"
+            piece = f"{'    ' * block.depth}{marker} {block.text}{tail}"
+        elif block.kind == "h":
+            piece = f"**{block.text}**"
+        else:
+            piece = f"{block.text}{tail}"
+        if out:
+            tight = block.kind == "li" and previous is not None and previous.kind == "li"
+            out.append("\n" if tight else "\n\n")
+        out.append(piece)
+        previous = block
+    return "".join(out)

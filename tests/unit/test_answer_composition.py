@@ -1,0 +1,301 @@
+"""The composed answer and what it is made of: Markdown blocks, the guard on model text, the
+question's language, source links, and the answer-quality metrics."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from opsassist.chat.claims import claims
+from opsassist.chat.compose import compose_answer, hit_sections, lead_text, role_of
+from opsassist.chat.guard import StreamGuard
+from opsassist.chat.language import detect_language
+from opsassist.chat.links import SourceLinks, anchor, link_key, signature_ok
+from opsassist.documents import SearchHit
+from opsassist.evaluation.answers import (
+    AnswerCase,
+    FrozenSplitChanged,
+    degenerate,
+    freeze_test_split,
+    load_answer_set,
+    score_answer,
+)
+from opsassist.knowledge import knowledge_pack_entry
+from opsassist.parsing.blocks import markdown_blocks, render_blocks, strip_html
+from opsassist.parsing.markdown import parse_runbook
+from opsassist.settings import Settings
+from tests.conftest import SHIPPED_RUNBOOKS
+
+CRASH = "kubernetes/KubePodCrashLooping.md"
+QUOTA = "etcd/etcdBackendQuotaLowSpace.md"
+BURN = "kubernetes/KubeAPIErrorBudgetBurn.md"
+
+
+def entry(source: str) -> dict:
+    return knowledge_pack_entry(parse_runbook((SHIPPED_RUNBOOKS / source).read_text(), source))
+
+
+def hit(source: str, section: str, text: str = "", source_type: str = "runbook") -> SearchHit:
+    return SearchHit(
+        id=f"id-{source}-{section}",
+        source=source,
+        source_type=source_type,
+        title=source,
+        section=section,
+        score=1.0,
+        text=text or f"{source} > {section}\nbody",
+    )
+
+
+# --- blocks ---------------------------------------------------------------------------------------
+def test_blocks_keep_lists_code_and_turn_runbook_html_into_markdown() -> None:
+    markdown = (
+        "Intro line one\nand two.\n\n"
+        "- Check `kubectl get pod`.\n  - nested item\n- second\n\n"
+        "```shell\n$ etcdctl endpoint status -w table\n\n$ etcdctl defrag\n```\n\n"
+        "<details>\n<summary>Full context</summary>\nHidden <b>text</b> &amp; more.\n</details>\n"
+        "<!-- a comment -->\n\nSee [below](#example-queries) for queries."
+    )
+    blocks = markdown_blocks(markdown)
+    kinds = [(b.kind, b.depth) for b in blocks]
+    assert kinds[:4] == [("p", 0), ("li", 0), ("li", 1), ("li", 0)]
+    code = next(b for b in blocks if b.kind == "code")
+    assert code.text == "$ etcdctl endpoint status -w table\n\n$ etcdctl defrag"
+    assert code.lang == "shell"
+    rendered = render_blocks(blocks, "[1]")
+    assert "<" not in rendered.replace("<", "", 0) or "<details>" not in rendered
+    assert "**Full context** [1]" in rendered
+    assert "Hidden text & more. [1]" in rendered
+    assert "comment" not in rendered
+    assert "See below for queries. [1]" in rendered  # a link to the page's own anchor leads nowhere
+    assert "```shell\n$ etcdctl endpoint status -w table\n\n$ etcdctl defrag\n```" in rendered
+    assert "- Check `kubectl get pod`. [1]\n    - nested item [1]\n- second [1]" in rendered
+
+
+def test_strip_html_is_linear_on_unclosed_tags_and_comments() -> None:
+    hostile = "<summary>" * 20_000 + "<!--" * 20_000 + "x"
+    assert strip_html(hostile).endswith("x") or strip_html(hostile) == ""
+    assert strip_html("a<br>b &lt;c&gt;") == "a b <c>"
+
+
+# --- composition ----------------------------------------------------------------------------------
+def test_role_of_section_headings() -> None:
+    assert role_of(("Meaning",)) == "meaning"
+    assert role_of(("Diagnosis", "CLI Checks")) == "diagnosis"
+    assert role_of(("Mitigation",)) == "mitigation"
+    assert role_of(("Impact",)) == "impact"
+    assert role_of(("Critical",)) == "other"
+
+
+def test_composed_answer_quotes_the_runbook_verbatim_with_a_citation_on_every_line() -> None:
+    hits = [hit(CRASH, "Diagnosis"), hit(QUOTA, "Meaning")]
+    composed = compose_answer(hits, {CRASH: entry(CRASH), QUOTA: entry(QUOTA)}, "en")
+    text = composed.text
+    assert composed.primary == CRASH
+    assert text.startswith("**KubePodCrashLooping**: Pod is in CrashLoop")
+    assert "### How to confirm" in text and "### What to do" in text
+    assert "- Check pod events via `kubectl -n $NAMESPACE describe pod $POD`. [" in text
+    for line in text.splitlines():
+        if line.lstrip().startswith("- ") or (line and line[0].isalpha() and "**" not in line):
+            assert "[" in line, f"uncited line: {line!r}"
+    numbers = {c.number for c in composed.citations}
+    assert numbers == set(range(1, len(composed.citations) + 1))
+    sources = {c.source for c in composed.citations}
+    assert sources == {CRASH, QUOTA}  # the other runbook is mentioned as also relevant
+    assert "### Also relevant" in text
+    # every claim of the answer is in the runbooks it cites
+    corpus = "\n".join((SHIPPED_RUNBOOKS / s).read_text() for s in sources)
+    assert all(" ".join(c.split()) in " ".join(corpus.split()) for c in claims(text))
+
+
+def test_composed_answer_keeps_code_blocks_whole_and_shows_retrieved_other_sections() -> None:
+    composed = compose_answer(
+        [hit(BURN, "Critical"), hit(BURN, "Runbook")], {BURN: entry(BURN)}, "en"
+    )
+    text = composed.text
+    assert "**Critical**" in text  # retrieved: shown under its own name
+    assert "`long: 1h` and `short: 5m`" in text
+    assert text.count("```promql") == 4  # the four queries, none cut
+    assert "**Slow Write Requests** [" in text  # a section of code alone: cited on its heading
+    assert text.count("The overall availability") == 1  # no Meaning: Impact leads, once
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", text)}
+    assert cited == {c.number for c in composed.citations}  # every listed source is cited
+    assert "<details>" not in text and "<summary>" not in text
+    assert "(#example-queries-for-slow-requests)" not in text
+
+
+def test_russian_question_gets_russian_framing_and_quoted_runbook_text() -> None:
+    composed = compose_answer([hit(QUOTA, "Diagnosis")], {QUOTA: entry(QUOTA)}, "ru")
+    text = composed.text
+    assert "### Как проверить" in text and "### Что делать" in text
+    assert "> $ etcdctl endpoint status -w table" in text  # commands unchanged
+    assert "на языке оригинала" in text
+    own = [line for line in text.splitlines() if line and not line.startswith(">")]
+    assert all("etcd" not in line.lower() or line.startswith("**") for line in own), own
+
+
+def test_without_a_pack_entry_the_answer_is_built_from_the_retrieved_chunks() -> None:
+    chunk = f"{CRASH} > Diagnosis\n- Check pod logs via `kubectl logs $POD`\n- Check events"
+    hits = [hit(CRASH, "Diagnosis", chunk), hit(CRASH, "Meaning", f"{CRASH} > Meaning\nIt dies.")]
+    sections = hit_sections(hits, CRASH)
+    assert [s.label for s in sections] == ["Diagnosis", "Meaning"]
+    text = compose_answer(hits, {}, "en").text
+    assert "It dies." in text and "- Check pod logs via `kubectl logs $POD` [" in text
+
+
+def test_nothing_retrieved_says_so_and_cites_nothing() -> None:
+    composed = compose_answer([], {}, "en")
+    assert composed.citations == [] and composed.primary is None
+    assert "No runbook in the index matches" in composed.text
+
+
+def test_lead_text_keeps_whole_sentences() -> None:
+    blocks = markdown_blocks(
+        "First sentence here. Second one is longer than the rest of it. Third."
+    )
+    assert lead_text(blocks, 30) == "First sentence here."
+    assert lead_text(blocks, 1000).endswith("Third.")
+
+
+# --- the guard ------------------------------------------------------------------------------------
+def test_guard_drops_lines_with_unsupported_commands_and_keeps_the_rest() -> None:
+    guard = StreamGuard("Run `kubectl get pods -n $NS` to list pods.")
+    shown = guard.feed("Check the pods with `kubectl get pods -n $NS`.\n")
+    shown += guard.feed("Then run `kubectl delete ns prod` to reset.\nDone")
+    shown += guard.finish()
+    assert "kubectl get pods" in shown
+    assert "delete" not in shown
+    assert guard.report.dropped == ["kubectl delete ns prod"]
+    assert shown.endswith("Done")
+
+
+def test_guard_stops_a_looping_stream() -> None:
+    guard = StreamGuard("")
+    shown = ""
+    for _ in range(30):
+        shown += guard.feed("The answer to your question is:\n")
+        if guard.stopped:
+            break
+    assert guard.report.stopped == "degenerate"
+    assert shown.count("The answer to your question is:") == 1
+
+
+def test_guard_holds_a_line_until_it_ends() -> None:
+    guard = StreamGuard("x")
+    assert guard.feed("Partial") == ""
+    assert guard.feed(" line\n") == "Partial line\n"
+
+
+# --- language and links ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("pod keeps restarting, what do I do?", "en"),
+        ("под перезапускается, что делать с KubePodCrashLooping?", "ru"),
+        ("почему `kubectl get pods -n payments --field-selector=status.phase=Pending` пусто", "ru"),
+        ("etcd defrag", "en"),
+    ],
+)
+def test_detect_language(text: str, language: str) -> None:
+    assert detect_language(text) == language
+
+
+def test_links_go_to_the_repository_when_the_runbooks_come_from_git() -> None:
+    settings = Settings(
+        runbooks_git_url="https://github.com/example/runbooks.git",
+        runbooks_git_ref="v2",
+        runbooks_git_subdir="content/runbooks",
+    )
+    url = SourceLinks(settings, "http://ignored").runbook(CRASH, "Diagnosis > CLI Checks")
+    assert url == (
+        "https://github.com/example/runbooks/blob/v2/content/runbooks/"
+        "kubernetes/KubePodCrashLooping.md#cli-checks"
+    )
+
+
+def test_chat_server_links_are_signed_when_the_api_has_keys() -> None:
+    settings = Settings(api_keys="k1,k2", public_url="https://ops.example.com/")
+    links = SourceLinks(settings, "http://127.0.0.1:18000/")
+    url = links.runbook(CRASH, "Diagnosis")
+    path, _, rest = url.removeprefix("https://ops.example.com").partition("?sig=")
+    signature, _, fragment = rest.partition("#")
+    assert path == f"/v1/sources/runbooks/{CRASH}" and fragment == "diagnosis"
+    assert signature_ok(link_key(settings), path, signature)
+    assert not signature_ok(link_key(settings), "/v1/sources/runbooks/other.md", signature)
+    assert "?sig=" not in SourceLinks(Settings(api_keys=""), "http://h/").runbook(CRASH, "")
+    assert anchor("Slow Read Requests!") == "slow-read-requests"
+
+
+# --- metrics --------------------------------------------------------------------------------------
+CASE = AnswerCase(
+    id="x",
+    split="dev",
+    lang="en",
+    kind="short",
+    question="pod restarts",
+    cite=(CRASH,),
+    sections=("Diagnosis",),
+    facts=("kubectl -n $NAMESPACE describe pod $POD",),
+    forbid=("kubectl delete deployment",),
+)
+
+
+def test_score_counts_unsupported_claims_missing_facts_and_bad_citations() -> None:
+    text = (SHIPPED_RUNBOOKS / CRASH).read_text()
+    good = "Run `kubectl -n $NAMESPACE describe pod $POD`. [1]\n\n**Sources**\n- [1] x"
+    score = score_answer(CASE, good, {1: CRASH}, lambda s: text)
+    assert (score.faithfulness, score.coverage, score.cited, score.citation_validity) == (
+        1.0,
+        1.0,
+        True,
+        1.0,
+    )
+    assert score.language_ok and not score.degenerate
+    bad = "Run `kubectl delete deployment app` after 45 seconds. [2]"
+    score = score_answer(CASE, bad, {1: CRASH}, lambda s: text)
+    assert score.faithfulness == 0.0 and score.unsupported == [
+        "kubectl delete deployment app",
+        "45",
+    ]
+    assert score.coverage == 0.0 and score.forbidden == 1 and score.citation_validity == 0.0
+    assert score_answer(CASE, good, {}, lambda s: "").cited is False
+
+
+def test_degeneration_and_truncation_are_caught() -> None:
+    assert degenerate("The answer to your question is:\n" * 5)
+    assert degenerate(" ".join(["check the pod that is running a pod"] * 10))
+    assert not degenerate((SHIPPED_RUNBOOKS / CRASH).read_text())
+    score = score_answer(CASE, "short", {}, lambda s: "", finish_reason="length")
+    assert score.degenerate and score.truncated
+
+
+def test_the_test_split_is_frozen(tmp_path: Path) -> None:
+    path = tmp_path / "answers.yaml"
+    path.write_text(
+        "questions:\n"
+        "  - {id: a, split: dev, lang: en, kind: short, question: q1, cite: [], facts: []}\n"
+        "  - {id: b, split: test, lang: en, kind: short, question: q2, cite: [], facts: []}\n"
+    )
+    freeze_test_split(path)
+    assert len(load_answer_set(path)) == 2
+    path.write_text(path.read_text().replace("q1", "q1 edited"))  # dev may change
+    assert len(load_answer_set(path)) == 2
+    path.write_text(path.read_text().replace("q2", "q2 edited"))
+    with pytest.raises(FrozenSplitChanged):
+        load_answer_set(path)
+
+
+def test_the_shipped_answer_set_matches_its_frozen_test_split() -> None:
+    from opsassist.settings import Settings as S
+
+    cases = load_answer_set(S().evalsets_dir / "answers.yaml")
+    assert len(cases) >= 60
+    assert sum(c.lang == "ru" for c in cases) >= 20
+    assert {c.split for c in cases} == {"dev", "test"}
+    for case in cases:  # every fact is verbatim in one of the runbooks the answer must cite
+        texts = [" ".join((SHIPPED_RUNBOOKS / s).read_text().split()).casefold() for s in case.cite]
+        for fact in case.facts:
+            assert any(" ".join(fact.split()).casefold() in t for t in texts), (case.id, fact)
+        assert bool(case.cite) == (case.kind != "uncovered"), case.id
