@@ -59,6 +59,7 @@ class GenerationParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    repetition_penalty: float = 1.0  # >1 discourages repeating tokens (transformers' generate)
 
 
 @dataclass
@@ -394,6 +395,8 @@ class Generation:
             kwargs.update(
                 do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0
             )
+        if params.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = params.repetition_penalty
         if params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode():

@@ -113,6 +113,7 @@ class ChatModel(OpenAIGenerativeModel):
             top_p=1.0 if request.top_p is None else float(request.top_p),
             stop=[s for s in stop if s],
             seed=request.seed,
+            repetition_penalty=float(getattr(request, "repetition_penalty", None) or 1.0),
         )
 
     @staticmethod
@@ -268,8 +269,9 @@ class ChatModel(OpenAIGenerativeModel):
 class TextModelV2(kserve.Model):
     """Open Inference Protocol v2 face of the same engine: BYTES `text_input` → `text_output`.
 
-    Request parameters: max_tokens, temperature (default 0: greedy), top_p, stop, seed, and
-    chat_template (true: wrap each input as a user message in the tokenizer's chat template).
+    Request parameters: max_tokens, temperature (default 0: greedy), top_p, stop, seed,
+    repetition_penalty, and chat_template (true: wrap each input as a user message in the
+    tokenizer's chat template).
     """
 
     def __init__(self, name: str, engine: Engine, default_max_tokens: int) -> None:
@@ -301,6 +303,7 @@ class TextModelV2(kserve.Model):
                 top_p=float(p.get("top_p", 1.0)),
                 stop=[stop] if isinstance(stop, str) else [str(s) for s in stop],
                 seed=int(p["seed"]) if p.get("seed") is not None else None,
+                repetition_penalty=float(p.get("repetition_penalty", 1.0)),
             )
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"bad parameters: {exc}") from exc

@@ -86,6 +86,32 @@ def test_greedy_is_deterministic(client: openai.OpenAI) -> None:
     assert len(texts) == 1
 
 
+def test_repetition_penalty_reaches_generation(client: openai.OpenAI, server: str) -> None:
+    """vLLM's ``repetition_penalty`` request field (OpenAI route and v2 parameter) changes what
+    greedy decoding writes once the model starts repeating itself."""
+    looping = [{"role": "user", "content": "Repeat the word pod forever: pod pod pod pod"}]
+
+    def greedy(penalty: float) -> str:
+        answer = client.chat.completions.create(
+            model=NAME,
+            messages=looping,  # type: ignore[arg-type]
+            max_tokens=24,
+            temperature=0,
+            extra_body={"repetition_penalty": penalty},
+        )
+        return answer.choices[0].message.content or ""
+
+    plain, penalised = greedy(1.0), greedy(1.8)
+    assert plain != penalised
+    assert penalised.lower().count("pod") < plain.lower().count("pod")
+    body = {
+        "inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["pod pod"]}],
+        "parameters": {"max_tokens": 12, "temperature": 0, "repetition_penalty": 1.8},
+    }
+    v2 = httpx.post(f"{server}/v2/models/{V2_NAME}/infer", json=body, timeout=120)
+    assert v2.status_code == 200, v2.text
+
+
 def test_max_tokens_and_stop(client: openai.OpenAI) -> None:
     short = client.chat.completions.create(
         model=NAME, messages=MESSAGES, max_tokens=3, temperature=0
