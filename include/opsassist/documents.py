@@ -104,6 +104,7 @@ class SearchHit:
     end_timestamp: str | None = None
     bm25_rank: int | None = None
     vector_rank: int | None = None
+    vector_score: float | None = None  # cosine similarity to the question (when vector-ranked)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -404,6 +404,14 @@ class Settings(BaseSettings):
             "benchmarks/answer_quality.py."
         ),
     )
+    chat_min_similarity: float = Field(
+        default=0.3,
+        description=(
+            "A question whose retrieved runbook sections share none of its words and are less "
+            "similar to it than this (cosine) is answered as not covered by the runbooks, "
+            "instead of quoting the nearest one."
+        ),
+    )
     chat_summary_max_tokens: int = Field(
         default=96, description="Token budget of the model's summary (composed_model mode)."
     )

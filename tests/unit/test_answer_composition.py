@@ -182,6 +182,41 @@ def test_guard_stops_a_looping_stream() -> None:
     assert shown.count("The answer to your question is:") == 1
 
 
+def test_guard_shows_code_blocks_whole_and_only_when_every_line_is_in_the_sources() -> None:
+    support = "```\netcdctl endpoint status -w table\netcdctl defrag\n```"
+    guard = StreamGuard(support)
+    shown = guard.feed("Run:\n```shell\netcdctl endpoint status -w table\n")
+    assert shown == "Run:\n"  # the block is held until it closes
+    shown += guard.feed(
+        "etcdctl defrag\n```\nThen:\n```python\n```\n```\nrm -rf /var/lib/etcd\n```\n"
+    )
+    assert "```shell\netcdctl endpoint status -w table\netcdctl defrag\n```" in shown
+    assert "python" not in shown and "rm -rf" not in shown
+    assert guard.report.dropped == ["empty code block", "rm -rf /var/lib/etcd"]
+    assert guard.feed("```\nunterminated\n") == "" and guard.finish() == ""
+    assert guard.report.dropped[-1] == "unterminated code block"
+
+
+def test_guard_keeps_a_summary_short_in_prose_and_in_the_questions_language() -> None:
+    guard = StreamGuard("x", prose_only=True, language="ru", max_lines=2)
+    shown = guard.feed("Под падает при старте.\n- список\nThe pod dies.\n`kubectl get pods`\n")
+    shown += guard.feed("Проверьте логи.\nЕщё одна строка.\n")
+    assert shown == "Под падает при старте.\nПроверьте логи.\n"
+    assert guard.report.stopped == "enough"
+    assert guard.report.dropped == [
+        "list or code in a summary",
+        "not in ru",
+        "list or code in a summary",
+    ]
+
+
+def test_guard_drops_invented_identifiers_in_prose() -> None:
+    guard = StreamGuard("Check the kube-state-metrics deployment and node_filesystem_files_free.")
+    shown = guard.feed("Look at node_filesystem_files_free.\nSee runbooks/fix.md [1].\n")
+    assert shown == "Look at node_filesystem_files_free.\n"
+    assert guard.report.dropped == ["runbooks/fix.md"]
+
+
 def test_guard_holds_a_line_until_it_ends() -> None:
     guard = StreamGuard("x")
     assert guard.feed("Partial") == ""

@@ -734,22 +734,36 @@ def test_composed_mode_answers_from_the_runbook_without_calling_the_model(
 def test_composed_model_mode_adds_a_checked_summary_in_the_questions_language(
     make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
 ) -> None:
-    model.text = "The app in the pod dies on start.\nCheck its previous logs first."
+    model.text = "Приложение в поде падает при старте.\nСначала проверьте его прошлые логи."
     pipeline = make_pipeline(chat_answer_mode="composed_model", chat_repetition_penalty=1.3)
     pieces, outcome, prepared = stream_answer(
         pipeline, ChatRequest(user("под постоянно перезапускается (crash looping), что делать?"))
     )
     text = "".join(pieces)
     assert prepared.language == "ru" and "### Как проверить" in text
-    assert "**Коротко** (_tiny_): The app in the pod dies on start." in text
+    assert "**Коротко** (_tiny_): Приложение в поде падает при старте." in text
     body, _, sources = text.partition("**Источники**")
-    assert "Check its previous logs first." in body and sources  # summary before the sources
+    assert "Сначала проверьте его прошлые логи." in body and sources  # before the sources
     sent = model.requests[0]
     assert sent["repetition_penalty"] == 1.3 and sent["max_tokens"] == 96
     assert "Russian" in sent["messages"][-1]["content"]
     assert "```" not in sent["messages"][-1]["content"]  # commands are not shown to the model
     assert outcome.degraded is None and not outcome.checks_failed
     assert cache.get_answer(prepared.standalone, RUNBOOKS) is not None
+
+
+def test_a_summary_in_the_wrong_language_is_left_out_with_a_notice(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    model.text = "The app in the pod dies on start."
+    pipeline = make_pipeline(chat_answer_mode="composed_model")
+    pieces, outcome, prepared = stream_answer(
+        pipeline, ChatRequest(user("под постоянно перезапускается (crash looping), что делать?"))
+    )
+    text = "".join(pieces)
+    assert "The app in the pod dies" not in text and "**Коротко**" not in text
+    assert "Краткое резюме модели не показано" in text
+    assert outcome.checks_failed and cache.get_answer(prepared.standalone, RUNBOOKS) is None
 
 
 def test_composed_model_mode_with_the_model_down_keeps_the_composed_answer(
@@ -789,7 +803,7 @@ def test_unsupported_commands_are_dropped_and_such_answers_not_cached(
         "Read the logs with `kubectl logs --previous` [2].\n"
         "Then run `kubectl delete namespace payments` to start over.\n"
         "See runbooks/crash.md for more [1]."
-    )
+    )  # the file name is invented too
     pieces, outcome, prepared = stream_answer(
         make_pipeline(), ChatRequest(user("why does my pod keep crash looping?"))
     )
@@ -797,7 +811,20 @@ def test_unsupported_commands_are_dropped_and_such_answers_not_cached(
     assert "kubectl logs --previous" in body
     assert "delete namespace" not in body
     assert outcome.checks is not None
-    assert "kubectl delete namespace payments" in outcome.checks.dropped
+    assert outcome.checks.dropped == ["kubectl delete namespace payments", "runbooks/crash.md"]
+    assert cache.get_answer(prepared.standalone, RUNBOOKS) is None
+
+
+def test_a_model_answer_that_cites_nothing_gives_the_composed_answer(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    model.text = "Pods restart for many reasons.\nIt depends on your setup."
+    pieces, outcome, prepared = stream_answer(
+        make_pipeline(), ChatRequest(user("why does my pod keep crash looping?"))
+    )
+    text = "".join(pieces)
+    assert "cited no source" in text and "kubectl logs --previous" in text
+    assert outcome.degraded == "model"
     assert cache.get_answer(prepared.standalone, RUNBOOKS) is None
 
 

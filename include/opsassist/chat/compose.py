@@ -175,15 +175,24 @@ def compose_answer(
     pack: dict[str, dict[str, Any]],
     language: Language,
     citations: Sequence[Citation] = (),
+    primary: str | None = None,
+    covered: bool = True,
 ) -> Composed:
-    """The composed answer for ranked ``hits`` (runbook and signal hits, best first);
-    ``citations`` already numbered (e.g. in a model's prompt) keep their numbers."""
+    """The composed answer for ranked ``hits`` (runbook and signal hits, best first).
+
+    ``citations`` already numbered (e.g. in a model's prompt) keep their numbers; ``primary`` is
+    the runbook to answer from (default: the best runbook hit; one the question names by its
+    alert may have no hit, its pack entry is then used); ``covered=False``: no runbook is
+    related to the question, and the answer says so instead of quoting the nearest one."""
     text = labels(language)
-    runbook_hits = [h for h in hits if h.source_type == "runbook"]
+    runbook_hits = [h for h in hits if h.source_type == "runbook"] if covered else []
     signal_hits = [h for h in hits if h.source_type != "runbook"]
     numbering = _Numbering(citations)
     parts: list[str] = []
-    primary = runbook_hits[0].source if runbook_hits else None
+    if not covered:
+        primary = None
+    elif primary is None:
+        primary = runbook_hits[0].source if runbook_hits else None
     if primary is not None:
         parts.extend(_primary_parts(primary, runbook_hits, pack, numbering, language))
         also = _see_also(primary, runbook_hits, pack, numbering)
@@ -192,7 +201,9 @@ def compose_answer(
     if signal_hits:
         lines = [_signal_line(hit, numbering) for hit in signal_hits[:SIGNALS]]
         parts.append(f"### {text['signals']}\n\n" + quoted("\n".join(lines), language))
-    if not parts:
+    if not covered:
+        parts.insert(0, text["not_covered"])
+    elif not parts:
         parts.append(text["nothing_found"])
     elif primary is not None and text["quoted_note"]:
         parts.append(f"_{text['quoted_note']}_")
@@ -208,10 +219,10 @@ def _primary_parts(
 ) -> list[str]:
     text = labels(language)
     entry = pack.get(source) or {}
-    first = next(h for h in runbook_hits if h.source == source)
+    first = next((h for h in runbook_hits if h.source == source), None)
     sections = pack_sections(entry) or hit_sections(runbook_hits, source)
     retrieved = {h.section for h in runbook_hits if h.source == source}
-    title = str(entry.get("alert") or entry.get("title") or first.title or source)
+    title = str(entry.get("alert") or entry.get("title") or (first and first.title) or source)
     hit_for = {h.section: h for h in runbook_hits if h.source == source}
 
     def cite(section: Section) -> str:

@@ -12,6 +12,7 @@ import re
 MODEL_NOTICE = "⚠ Model unavailable — showing runbook steps directly"
 INTERRUPTED_NOTICE = "⚠ The model stopped answering — runbook steps follow"
 EMPTY_NOTICE = "⚠ The model returned no answer — showing runbook steps directly"
+UNCITED_NOTICE = "⚠ The model's answer cited no source — runbook steps follow"
 LOOP_NOTICE = "⚠ The model's answer was stopped (it repeated itself) — runbook steps follow"
 INDEX_NOTICE = "⚠ Knowledge index unavailable — I cannot look up runbooks right now"
 

@@ -27,10 +27,17 @@ LABELS: dict[Language, dict[str, str]] = {
             "No runbook in the index matches this question, so there is nothing to quote. "
             "Rephrase it with the alert name or the component, or check that the runbook exists."
         ),
+        "not_covered": (
+            "None of the indexed runbooks covers this question: the nearest ones share no words "
+            "with it and are not close in meaning, so there is nothing to quote. Ask again with "
+            "the alert name or the component, or check that a runbook for it exists."
+        ),
         "quoted_note": "",
         "model_notice": "Model unavailable: the answer below is quoted from the runbooks",
         "model_summary": "In short",
         "model_dropped": "The model's summary was left out: it did not pass the checks",
+        "model_partly_dropped": "Parts of the model's summary were left out: they did not pass "
+        "the checks",
     },
     "ru": {
         "impact": "Влияние",
@@ -45,6 +52,11 @@ LABELS: dict[Language, dict[str, str]] = {
             "Переформулируйте вопрос с именем алерта или компонента или проверьте, что runbook "
             "существует."
         ),
+        "not_covered": (
+            "Ни один runbook в индексе не покрывает этот вопрос: ближайшие не имеют с ним общих "
+            "слов и далеки по смыслу, цитировать нечего. Спросите ещё раз с именем алерта или "
+            "компонента или проверьте, что runbook для этого существует."
+        ),
         "quoted_note": (
             "Шаги процитированы из runbook на языке оригинала; команды и запросы приведены "
             "без изменений."
@@ -52,6 +64,7 @@ LABELS: dict[Language, dict[str, str]] = {
         "model_notice": "Модель недоступна: ответ ниже процитирован из runbook",
         "model_summary": "Коротко",
         "model_dropped": "Краткое резюме модели не показано: оно не прошло проверку",
+        "model_partly_dropped": "Часть резюме модели не показана: она не прошла проверку",
     },
 }
 

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import math
+import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -44,6 +45,7 @@ from opsassist.chat.degraded import (
     INTERRUPTED_NOTICE,
     LOOP_NOTICE,
     MODEL_NOTICE,
+    UNCITED_NOTICE,
     index_unavailable,
     model_notice,
     public_reason,
@@ -70,6 +72,8 @@ CacheStatus = Literal["hit", "miss", "bypass"]
 Degraded = Literal["model", "index"]
 AnswerMode = Literal["composed", "composed_model", "model"]
 PACK_SOURCES = 1 + SEE_ALSO  # the answer's runbook and the ones it mentions
+_ALERT_WORD = re.compile(r"\b[A-Za-z][A-Za-z0-9]{5,}\b")
+_CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
 class InvalidChatRequest(ValueError):
@@ -101,6 +105,8 @@ class Prepared:
     time_sensitive: bool
     mode: AnswerMode = "composed"
     language: Language = "en"
+    named_runbook: str | None = None  # the runbook of an alert the question names
+    covered: bool = True  # False: no runbook is related to the question
     index_version: str | None = None
     cache_status: CacheStatus = "bypass"
     cached: CachedAnswer | None = None
@@ -138,7 +144,18 @@ class Outcome:
 
     @property
     def checks_failed(self) -> bool:
-        return self.checks is not None and bool(self.checks.dropped or self.checks.stopped)
+        checks = self.checks
+        return checks is not None and bool(checks.dropped or checks.stopped == "degenerate")
+
+
+def related(hits: Sequence[SearchHit], min_similarity: float) -> bool:
+    """Is any runbook hit related to the question: sharing a word with it (a BM25 match) or close
+    in meaning (cosine at least ``min_similarity``)? Vector search returns its nearest sections
+    whatever the question, so nearest alone is not related."""
+    runbooks = [h for h in hits if h.source_type == "runbook"]
+    return any(
+        h.bm25_rank is not None or (h.vector_score or 0.0) >= min_similarity for h in runbooks
+    )
 
 
 def estimate_tokens(text: str) -> int:
@@ -189,6 +206,7 @@ class ChatPipeline:
         self._embed = embed or BatchingEmbedder(self._encode)
         self._fusion = fusion_config(settings)
         self._onnx: Any = None  # the ONNX query encoder once loaded; False: unavailable
+        self._alerts: tuple[str | None, dict[str, str]] = ("", {})  # pack version, alert -> runbook
         # the signal search of each request runs beside its runbook search
         self._signal_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="chat-signals")
 
@@ -293,7 +311,13 @@ class ChatPipeline:
         prepared.timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         prepared.hits = hits
         prepared.citations, prepared.numbers = number_hits(hits)
+        prepared.named_runbook = self._named_runbook(prepared.standalone, prepared.errors)
+        prepared.covered = prepared.named_runbook is not None or related(
+            hits, self.settings.chat_min_similarity
+        )
         wanted = runbook_sources(prepared.citations)[:PACK_SOURCES]
+        if prepared.named_runbook is not None and prepared.named_runbook not in wanted:
+            wanted = [prepared.named_runbook, *wanted[: PACK_SOURCES - 1]]
         try:
             prepared.pack = self.cache.get_pack(wanted) if wanted else {}
         except Exception as exc:
@@ -311,7 +335,13 @@ class ChatPipeline:
             )
             prepared.support = "\n".join(m["content"] for m in prepared.model_messages)
         else:
-            prepared.composed = compose_answer(hits, prepared.pack, prepared.language)
+            prepared.composed = compose_answer(
+                hits,
+                prepared.pack,
+                prepared.language,
+                primary=prepared.named_runbook,
+                covered=prepared.covered,
+            )
             prepared.citations = prepared.composed.citations
             if prepared.mode == "composed_model" and prepared.composed.primary is not None:
                 prepared.model_messages = summary_messages(
@@ -321,6 +351,25 @@ class ChatPipeline:
         prepared.support += "\n" + prepared.question
         prepared.timings["compose_ms"] = (time.perf_counter() - started) * 1000
         return prepared
+
+    def _named_runbook(self, question: str, errors: list[str]) -> str | None:
+        """The runbook of the first alert the question names (``KubePodCrashLooping``), from the
+        knowledge pack's alert names (read once per pack version)."""
+        try:
+            version = self.cache.pack_version()
+            if version != self._alerts[0]:
+                pack = self.cache.get_pack()
+                names = {str(e["alert"]).lower(): s for s, e in pack.items() if e.get("alert")}
+                self._alerts = (version, names)
+        except Exception as exc:
+            self._cache_error(errors, "alerts", exc)
+            return None
+        names = self._alerts[1]
+        for word in _ALERT_WORD.findall(question):
+            source = names.get(word.lower())
+            if source is not None:
+                return source
+        return None
 
     def record_question(self, prepared: Prepared) -> bool:
         """Count the (standalone) question for warm-up popularity. Off the critical path: the
@@ -459,14 +508,13 @@ class ChatPipeline:
 
     async def _generate(
         self,
-        prepared: Prepared,
         messages: list[Message],
         options: GenerationOptions,
         outcome: Outcome,
+        guard: StreamGuard,
     ) -> AsyncGenerator[str, None]:
         """Model text as the guard lets it through; errors end it (``outcome.degraded_reason``).
         Leaving the loop early (a stop) closes the upstream request, which ends the generation."""
-        guard = StreamGuard(prepared.support)
         outcome.checks = guard.report
         started = time.perf_counter()
         try:
@@ -493,7 +541,7 @@ class ChatPipeline:
             if rest:
                 yield rest
         outcome.generation_s = time.perf_counter() - started
-        if guard.report.stopped or guard.report.dropped:
+        if guard.report.stopped == "degenerate" or guard.report.dropped:
             log.warning(
                 "model text failed the checks",
                 extra={"stopped": guard.report.stopped, "dropped": guard.report.dropped[:5]},
@@ -504,26 +552,35 @@ class ChatPipeline:
     ) -> AsyncGenerator[str, None]:
         """The model's answer; the composed one (with a notice) when it fails or says nothing."""
         parts: list[str] = []
+        guard = StreamGuard(prepared.support)
         async for piece in self._generate(
-            prepared, prepared.model_messages, self.options(request), outcome
+            prepared.model_messages, self.options(request), outcome, guard
         ):
             parts.append(piece)
             yield piece
         generated = "".join(parts)
         outcome.text = generated
         outcome.finish_reason = outcome.model_finish_reason or "stop"
+        listed = {c.number for c in prepared.citations}
         notice = None
         if outcome.degraded_reason is not None:
             notice = INTERRUPTED_NOTICE if generated.strip() else MODEL_NOTICE
-        elif outcome.checks is not None and outcome.checks.stopped:
+        elif guard.report.stopped == "degenerate":
             notice, outcome.degraded_reason = LOOP_NOTICE, "the model repeated itself"
         elif not generated.strip():
             notice, outcome.degraded_reason = EMPTY_NOTICE, "empty answer"
+        elif not {int(n) for n in _CITATION.findall(generated)} & listed:
+            notice, outcome.degraded_reason = UNCITED_NOTICE, "no source cited"
         if notice is None:
             return
         outcome.degraded, outcome.finish_reason = "model", "stop"
         composed = compose_answer(
-            prepared.hits, prepared.pack, prepared.language, prepared.citations
+            prepared.hits,
+            prepared.pack,
+            prepared.language,
+            prepared.citations,
+            primary=prepared.named_runbook,
+            covered=prepared.covered,
         )
         prepared.citations = composed.citations
         lead = "\n\n" if generated.strip() else ""
@@ -539,8 +596,11 @@ class ChatPipeline:
         words = labels(prepared.language)
         heading = f"\n\n**{words['model_summary']}** (_{self.client.target}_): "
         shown = False
+        guard = StreamGuard(
+            prepared.support, prose_only=True, language=prepared.language, max_lines=3
+        )
         async for piece in self._generate(
-            prepared, prepared.model_messages, self.summary_options(), outcome
+            prepared.model_messages, self.summary_options(), outcome, guard
         ):
             if not shown:
                 shown = True
@@ -552,8 +612,10 @@ class ChatPipeline:
         if outcome.degraded_reason is not None:
             outcome.degraded = "model"
             notice = f"\n\n_{words['model_notice']} ({public_reason(outcome.degraded_reason)})._"
-        elif outcome.checks_failed or not shown:
+        elif not shown:
             notice = f"\n\n_{words['model_dropped']}._"
+        elif outcome.checks_failed:
+            notice = f"\n\n_{words['model_partly_dropped']}._"
         if notice:
             outcome.text += notice
             yield notice

@@ -123,11 +123,14 @@ def freeze_test_split(path: Path) -> str:
 
 
 def degenerate(answer: str) -> bool:
-    """A line repeated three times or more, or over a third of the word 4-grams repeated."""
-    lines = [normalise(line) for line in answer.splitlines() if len(line.strip()) > 12]
+    """In the answer's prose (code blocks, inline code and citations left out: a quoted PromQL
+    query legitimately repeats itself), a line repeated three times or more, or over a third of
+    the word 4-grams repeated."""
+    text = prose(answer, own_words_only=False)
+    lines = [normalise(line) for line in text.splitlines() if len(line.strip()) > 12]
     if lines and Counter(lines).most_common(1)[0][1] >= 3:
         return True
-    words = _WORD.findall(normalise(_INLINE_CODE.sub(" ", answer)))
+    words = _WORD.findall(normalise(text))
     grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
     if len(grams) < 12:
         return False

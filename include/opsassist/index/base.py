@@ -132,7 +132,13 @@ def resolve_target(store: IndexStore, target: str) -> str:
     return version
 
 
-def _hit(row: RankedRow, score: float, bm25_rank: int | None, vector_rank: int | None) -> SearchHit:
+def _hit(
+    row: RankedRow,
+    score: float,
+    bm25_rank: int | None,
+    vector_rank: int | None,
+    vector_score: float | None = None,
+) -> SearchHit:
     fields = row.row
 
     def iso(value: object) -> str | None:
@@ -150,6 +156,7 @@ def _hit(row: RankedRow, score: float, bm25_rank: int | None, vector_rank: int |
         end_timestamp=iso(fields.get("end_timestamp")),
         bm25_rank=bm25_rank,
         vector_rank=vector_rank,
+        vector_score=None if vector_score is None else round(float(vector_score), 6),
     )
 
 
@@ -203,7 +210,14 @@ def hybrid_search(
             method=fusion.method,
             rrf_k=fusion.rrf_k,
         )
+    similarity = {r.id: r.score for r in semantic}
     return [
-        _hit(rows[doc_id], score, bm25_rank.get(doc_id), vector_rank.get(doc_id))
+        _hit(
+            rows[doc_id],
+            score,
+            bm25_rank.get(doc_id),
+            vector_rank.get(doc_id),
+            similarity.get(doc_id),
+        )
         for doc_id, score in ranked[: query.k]
     ]
