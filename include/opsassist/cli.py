@@ -1,4 +1,5 @@
-"""``opsassist``: a thin command line over the library (index, search, eval, demo, settings)."""
+"""``opsassist``: a thin command line over the library (index, search, ask, eval, demo,
+settings)."""
 
 from __future__ import annotations
 
@@ -283,6 +284,70 @@ def audit_command(
             row["correlation_id"],
         )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@app.command("ask")
+def ask_command(
+    question: Annotated[str, typer.Argument(help="The question, as an engineer would ask it.")],
+    url: Annotated[
+        str, typer.Option(help="The chat server (OpenAI-compatible API).")
+    ] = "http://127.0.0.1:18000",
+    key: Annotated[
+        str, typer.Option(envvar="OPSASSIST_ASK_KEY", help="API key, if the server has keys.")
+    ] = "",
+    mode: Annotated[
+        str | None,
+        typer.Option(help="Answer mode for this question: composed, composed_model or model."),
+    ] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Print the Markdown as it arrives.")] = False,
+) -> None:
+    """Ask the chat server a question and print its answer (streamed, then rendered)."""
+    import httpx
+    from rich.markdown import Markdown
+
+    body: dict[str, Any] = {
+        "model": "opsassist",
+        "messages": [{"role": "user", "content": question}],
+        "stream": True,
+    }
+    if mode:
+        body["answer_mode"] = mode
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    parts: list[str] = []
+    started = time.perf_counter()
+    first: float | None = None
+    try:
+        with httpx.stream(
+            "POST",
+            f"{url.rstrip('/')}/v1/chat/completions",
+            json=body,
+            headers=headers,
+            timeout=httpx.Timeout(10.0, read=300.0),
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                for choice in json.loads(line[6:]).get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    if text:
+                        first = first if first is not None else time.perf_counter() - started
+                        parts.append(text)
+                        if raw:
+                            sys.stdout.write(text)
+                            sys.stdout.flush()
+    except Exception as exc:
+        raise _fail(exc) from exc
+    if not raw:
+        Console().print(Markdown("".join(parts)))
+    else:
+        print()
+    total = time.perf_counter() - started
+    console.print(
+        f"[dim]first piece after {first or total:.2f} s, complete after {total:.2f} s[/dim]"
+    )
 
 
 @app.command("demo")

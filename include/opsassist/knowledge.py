@@ -8,6 +8,8 @@ index time: the chat server quotes them without parsing Markdown per question.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from opsassist.parsing.blocks import markdown_blocks
@@ -63,3 +65,27 @@ def render_pack(entries: dict[str, dict[str, Any]]) -> str:
         lines.extend(f"$ {cmd}" for cmd in entry.get("commands", []))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def pack_file(data_dir: Path, version: str) -> Path:
+    """Where a version's knowledge pack is kept beside the index (written at build time)."""
+    return data_dir / "knowledge" / f"{version}.json"
+
+
+def save_pack(data_dir: Path, version: str, pack: dict[str, dict[str, Any]]) -> Path:
+    """Keep the pack of ``version`` on disk (atomically): a reader whose cache lacks it (the
+    in-process cache of another process, a flushed Redis) loads it from here."""
+    path = pack_file(data_dir, version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(pack, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_pack(data_dir: Path, version: str) -> dict[str, dict[str, Any]] | None:
+    path = pack_file(data_dir, version)
+    if not path.is_file():
+        return None
+    data: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+    return data

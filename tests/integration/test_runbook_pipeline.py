@@ -164,3 +164,32 @@ def test_failed_validation_refuses_promotion(
         _run(settings, small_corpus, store, redis_cache, "g2")
     assert store.current_version(settings.runbook_index) == good
     assert redis_cache.pack_version() == good
+
+
+def test_an_unchanged_corpus_still_publishes_its_pack_to_a_cache_that_lacks_it(
+    settings: Settings, small_corpus: Path, redis_url: str
+) -> None:
+    """Switching the cache (memory to Redis, a flushed Redis) and re-running on an unchanged
+    corpus builds nothing, yet the new cache gets the promoted version's knowledge pack; the
+    pack is also kept beside the index for readers in other processes."""
+    from opsassist.cache.memory import MemoryKnowledgeCache
+    from opsassist.knowledge import PACK_FORMAT, load_pack
+
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    first = pipeline.run_pipeline(settings, small_corpus, store, MemoryKnowledgeCache(), "p1")
+    version = first["version"]
+    kept = load_pack(settings.data_dir, version)
+    assert kept is not None and kept[TARGET]["format"] == PACK_FORMAT
+    assert kept[TARGET]["sections"][0]["blocks"]
+
+    fresh = RedisKnowledgeCache(redis_url, f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        again = pipeline.run_pipeline(settings, small_corpus, store, fresh, "p2")
+        assert not again["promoted"] and again["embed"]["embedded"] == 0
+        assert again["plan"]["pack_published"] is True
+        assert fresh.pack_version() == version and TARGET in fresh.get_pack([TARGET])
+        third = pipeline.run_pipeline(settings, small_corpus, store, fresh, "p3")
+        assert third["plan"]["pack_published"] is False  # already there: not written again
+    finally:
+        for key in fresh._redis.scan_iter(match=f"{fresh.prefix}:*"):
+            fresh._redis.delete(key)

@@ -838,3 +838,42 @@ def test_an_answer_cut_by_the_token_limit_is_not_cached(
     assert outcome.finish_reason == "length"
     assert "Then read the pod events" not in "".join(pieces)  # the cut last line is left out
     assert cache.get_answer(prepared.standalone, RUNBOOKS) is None
+
+
+def test_a_server_whose_cache_lacks_the_pack_loads_the_one_kept_beside_the_index(
+    make_pipeline: Callable[..., ChatPipeline], chat_settings: Settings
+) -> None:
+    """The chat server with the in-process cache did not build the index: its cache is empty."""
+    from opsassist.knowledge import save_pack
+
+    empty = MemoryKnowledgeCache()
+    save_pack(chat_settings.data_dir, RUNBOOKS, PACK)
+    pipeline = make_pipeline(chat_answer_mode="composed")
+    pipeline.cache = empty
+    prepared = pipeline.prepare(ChatRequest(user("why does my pod keep crash looping?")), now=NOW)
+    assert empty.pack_version() == RUNBOOKS
+    assert CRASH in prepared.pack
+    assert prepared.composed is not None
+    assert prepared.composed.text.startswith("**KubePodCrashLooping**")  # the pack's alert name
+
+
+def test_a_question_naming_an_alert_is_answered_from_that_alerts_runbook(
+    make_pipeline: Callable[..., ChatPipeline],
+) -> None:
+    pipeline = make_pipeline(chat_answer_mode="composed")
+    prepared = pipeline.prepare(
+        ChatRequest(user("etcdNoLeader fired but the pods keep crash looping too")), now=NOW
+    )
+    assert prepared.hits[0].source == CRASH  # retrieval alone prefers the crash-loop runbook
+    assert prepared.named_runbook == ETCD
+    assert prepared.composed is not None and prepared.composed.primary == ETCD
+
+
+def test_a_question_no_runbook_relates_to_is_said_to_be_not_covered(
+    make_pipeline: Callable[..., ChatPipeline],
+) -> None:
+    pipeline = make_pipeline(chat_answer_mode="composed")
+    prepared = pipeline.prepare(ChatRequest(user("zzz qqq xxyy")), now=NOW)
+    assert not prepared.covered
+    assert prepared.composed is not None and prepared.composed.citations == []
+    assert "None of the indexed runbooks covers this question" in prepared.composed.text

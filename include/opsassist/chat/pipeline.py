@@ -59,6 +59,7 @@ from opsassist.chat.rewrite import standalone_question
 from opsassist.chat.timewindow import TimeWindow, infer_window, window_from_request
 from opsassist.documents import SearchHit
 from opsassist.index.base import Filters, IndexStore, Query, hybrid_search
+from opsassist.knowledge import load_pack
 from opsassist.llm.client import GenerationOptions, KServeClient, Usage
 from opsassist.llm.errors import ModelError
 from opsassist.logs import get_logger
@@ -311,6 +312,7 @@ class ChatPipeline:
         prepared.timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         prepared.hits = hits
         prepared.citations, prepared.numbers = number_hits(hits)
+        self._ensure_pack(prepared.index_version, prepared.errors)
         prepared.named_runbook = self._named_runbook(prepared.standalone, prepared.errors)
         prepared.covered = prepared.named_runbook is not None or related(
             hits, self.settings.chat_min_similarity
@@ -318,10 +320,7 @@ class ChatPipeline:
         wanted = runbook_sources(prepared.citations)[:PACK_SOURCES]
         if prepared.named_runbook is not None and prepared.named_runbook not in wanted:
             wanted = [prepared.named_runbook, *wanted[: PACK_SOURCES - 1]]
-        try:
-            prepared.pack = self.cache.get_pack(wanted) if wanted else {}
-        except Exception as exc:
-            self._cache_error(prepared.errors, "get_pack", exc)
+        prepared.pack = self._pack(wanted, prepared.errors)
         started = time.perf_counter()
         if prepared.mode == "model":
             prepared.model_messages = build_messages(
@@ -351,6 +350,28 @@ class ChatPipeline:
         prepared.support += "\n" + prepared.question
         prepared.timings["compose_ms"] = (time.perf_counter() - started) * 1000
         return prepared
+
+    def _ensure_pack(self, version: str, errors: list[str]) -> None:
+        """A cache without the promoted version's knowledge pack (the in-process cache of a
+        server that did not build the index, a flushed Redis) gets the one the build kept beside
+        the index."""
+        try:
+            if self.cache.pack_version() != version:
+                stored = load_pack(self.settings.data_dir, version)
+                if stored is not None:
+                    self.cache.put_pack(version, stored)
+                    log.info("knowledge pack loaded", extra={"version": version})
+        except Exception as exc:
+            self._cache_error(errors, "put_pack", exc)
+
+    def _pack(self, sources: list[str], errors: list[str]) -> dict[str, Any]:
+        if not sources:
+            return {}
+        try:
+            return self.cache.get_pack(sources)
+        except Exception as exc:
+            self._cache_error(errors, "get_pack", exc)
+            return {}
 
     def _named_runbook(self, question: str, errors: list[str]) -> str | None:
         """The runbook of the first alert the question names (``KubePodCrashLooping``), from the

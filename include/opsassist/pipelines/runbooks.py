@@ -19,7 +19,7 @@ from opsassist.chunking import chunk_runbook
 from opsassist.documents import Chunk, Rejected
 from opsassist.embedding import embed_texts, model_dimension
 from opsassist.index.base import IndexStore
-from opsassist.knowledge import PACK_FORMAT, knowledge_pack_entry
+from opsassist.knowledge import PACK_FORMAT, knowledge_pack_entry, pack_file, save_pack
 from opsassist.logs import get_logger
 from opsassist.parsing.markdown import Runbook, RunbookError, load_runbook
 from opsassist.pipelines import staging
@@ -269,6 +269,10 @@ def publish_pack_if_missing(
     get it although no runbook changed. A cache that is down is logged, not fatal."""
     if version is None:
         return False
+    if not pack_file(settings.data_dir, version).exists():
+        save_pack(
+            settings.data_dir, version, staging.read_json(_run(settings, run_id) / "pack.json")
+        )
     try:
         if cache.pack_version() == version:
             current = cache.get_pack()
@@ -380,6 +384,7 @@ def stage_cache(
     folder = _run(settings, run_id)
     plan = Plan(**staging.read_json(folder / "plan.json"))
     pack: dict[str, dict[str, Any]] = staging.read_json(folder / "pack.json")
+    save_pack(settings.data_dir, version, pack)
     cache.put_pack(version, pack)
     kept = dropped = 0
     if previous and previous != version:
