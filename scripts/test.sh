@@ -4,8 +4,8 @@
 #
 # What can overlap does, on 2 cores: the services (apt, Maven, the kube-apiserver Go build) and
 # the Go tools build in the background from the first second; the venv installs meanwhile, then
-# the model server starts in the background while ruff, mypy and the unit tests (which need no
-# service) run; the tests that need services run last, in two pytest-xdist workers (one file
+# the model server starts and Open WebUI's venv and Chromium install in the background while
+# ruff, mypy and the unit tests (which need no service) run; the tests that need services run last, in two pytest-xdist workers (one file
 # per worker at a time; the Spark files on one worker: tests/conftest.py).
 # Each phase's log is in var/test-run/<phase>.log; a table of phase timings ends the output.
 #
@@ -89,7 +89,7 @@ run_pytest() {
     return "$rc"
 }
 
-xdist() { [ "$WORKERS" -gt 0 ] && echo "-n $WORKERS --dist loadgroup"; }
+xdist() { [ "$WORKERS" -gt 0 ] && echo "-n $WORKERS"; }  # scheduling: tests/conftest.py
 
 phase_table() {
     local total
@@ -116,9 +116,11 @@ trap 'phase_table || true' EXIT
 background services env OPSASSIST_SERVICES_TIMINGS="$RUNLOG/services.tsv" scripts/services up $SERVICES
 background go-tools build_tools
 
-# 2. The venv; then the model server (its venv reuses the package cache the first one filled).
+# 2. The venv; then the model server and Open WebUI with Debian's Chromium for the browser test
+#    (their venvs reuse the package cache the first one filled: torch is not downloaded again).
 run venv bash scripts/setup-venv.sh
 background model-server scripts/model-server up
+background open-webui bash -c 'scripts/open-webui browser && scripts/open-webui venv'
 export PATH="$VENV/bin:$PATH"
 
 # 3. What needs no service, while they come up.
@@ -135,6 +137,7 @@ status=0
 await services || status=1
 await go-tools || status=1
 await model-server || status=1
+await open-webui || status=1
 [ "$status" = 0 ] || exit 1
 OPSASSIST_STATSD_EXPORTER="${OPSASSIST_STATSD_EXPORTER:-$(cat "$RUNLOG/statsd_exporter.path")}"
 OPSASSIST_DOCKER_COMPOSE="${OPSASSIST_DOCKER_COMPOSE:-$(cat "$RUNLOG/docker_compose.path")}"

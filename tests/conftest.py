@@ -208,21 +208,26 @@ def history_class_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --- scheduling on pytest-xdist workers --------------------------------------------------------
-# The test command runs `--dist loadgroup`: every file is one group (its tests stay together and
-# share module fixtures, as with --dist loadfile), except that files which each run Spark on all
-# cores are one group, so two Spark jobs never fight over the 2 cores while the other worker
-# has the rest of the suite.
-SHARED_GROUPS = {
+# Each file is one unit of work on one worker (its tests share module fixtures, as with --dist
+# loadfile), except that files which each run Spark on all cores are one unit, so two Spark jobs
+# never fight over the 2 cores while the other worker has the rest of the suite. (xdist's own
+# --dist loadgroup does not group under pytest 9.2, which no longer lets it rename node ids:
+# pytest-xdist issue 1386.)
+SHARED_UNITS = {
     "tests/integration/test_spark_history.py": "spark",
     "tests/dags/test_signals_history_dag.py": "spark",
 }
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(path, path)))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_UNITS.get(path, path)
+
+    return FileScheduling(config, log)
 
 
 # --- skips and time per folder ------------------------------------------------------------------
