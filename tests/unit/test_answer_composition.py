@@ -14,14 +14,8 @@ from opsassist.chat.guard import StreamGuard
 from opsassist.chat.language import detect_language
 from opsassist.chat.links import SourceLinks, anchor, link_key, signature_ok
 from opsassist.documents import SearchHit
-from opsassist.evaluation.answers import (
-    AnswerCase,
-    FrozenSplitChanged,
-    degenerate,
-    freeze_test_split,
-    load_answer_set,
-    score_answer,
-)
+from opsassist.evaluation.answers import AnswerCase, degenerate, load_answer_set, score_answer
+from opsassist.evaluation.evalset import FrozenSplitChanged, freeze_test_split
 from opsassist.knowledge import knowledge_pack_entry
 from opsassist.parsing.blocks import markdown_blocks, render_blocks, strip_html
 from opsassist.parsing.markdown import parse_runbook

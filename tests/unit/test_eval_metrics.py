@@ -212,7 +212,11 @@ def test_runbook_set_covers_the_corpus_in_both_languages() -> None:
     languages = Counter(item.language for item in items)
     kinds = Counter(item.kind for item in items)
     assert len(items) >= 60 and languages["ru"] >= 10
-    assert set(kinds) == {"paraphrase", "terse", "incident"} and min(kinds.values()) >= 10
+    assert set(kinds) == {"paraphrase", "terse", "incident", "symptom"}
+    assert min(kinds.values()) >= 10
+    test = [item for item in items if item.split == "test"]  # frozen: written before tuning
+    assert len(test) >= 50 and sum(item.language == "ru" for item in test) >= 25
+    assert {item.split for item in items} == {"dev", "test"}
     sources = {rule.source for item in items for rule in item.relevant}
     for source in sources:
         assert source and (SHIPPED_RUNBOOKS / source).is_file(), f"{source} is not a runbook"
@@ -235,3 +239,25 @@ def test_signal_set_uses_rules_not_ids() -> None:
         "Spark",
         "Zookeeper",
     }
+
+
+def test_an_edited_test_question_is_refused(tmp_path: Path) -> None:
+    from opsassist.evaluation.evalset import FrozenSplitChanged, freeze_test_split
+
+    text = (EVALSETS / "runbooks.yaml").read_text()
+    (tmp_path / "runbooks.yaml").write_text(text)
+    freeze_test_split(tmp_path / "runbooks.yaml")
+    assert len(load_evalset(tmp_path, "runbooks").items) == len(
+        load_evalset(EVALSETS, "runbooks").items
+    )
+    edited = text.replace(
+        "rbn-001\n    split: test\n    question: >-\n",
+        "rbn-001\n    split: test\n    question: >-\n      Edited. ",
+        1,
+    )
+    assert edited != text
+    (tmp_path / "runbooks.yaml").write_text(edited)
+    with pytest.raises(FrozenSplitChanged):
+        load_evalset(tmp_path, "runbooks")
+    # the shipped set matches its frozen digest (a test question edited by mistake fails here)
+    assert (EVALSETS / "runbooks.test.sha256").exists()

@@ -25,8 +25,6 @@ Per answer:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +36,7 @@ import yaml
 from opsassist.chat.citations import without_sources
 from opsassist.chat.claims import claims, contains, normalise
 from opsassist.chat.language import Language, detect_language
+from opsassist.evaluation.evalset import check_frozen
 
 _FENCE = re.compile(r"^\s*(?:>\s*)*(```|~~~)")
 _INLINE_CODE = re.compile(r"`([^`\n]+)`")
@@ -78,26 +77,10 @@ class AnswerScore:
     missing: list[str] = dataclasses.field(default_factory=list)
 
 
-class FrozenSplitChanged(RuntimeError):
-    """The test split differs from the one frozen beside the set."""
-
-
-def _split_digest(raw_questions: Sequence[dict[str, Any]]) -> str:
-    test = [q for q in raw_questions if q.get("split") == "test"]
-    return hashlib.sha256(json.dumps(test, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def load_answer_set(path: Path, check_frozen: bool = True) -> list[AnswerCase]:
+def load_answer_set(path: Path) -> list[AnswerCase]:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     questions: list[dict[str, Any]] = raw["questions"]
-    frozen = path.with_suffix(".test.sha256")
-    if check_frozen and frozen.exists():
-        want = frozen.read_text().split()[0]
-        if _split_digest(questions) != want:
-            raise FrozenSplitChanged(
-                f"the test split of {path.name} is not the frozen one ({frozen.name}): "
-                "test questions are never edited; add a new set version instead"
-            )
+    check_frozen(path, questions)
     return [
         AnswerCase(
             id=q["id"],
@@ -112,14 +95,6 @@ def load_answer_set(path: Path, check_frozen: bool = True) -> list[AnswerCase]:
         )
         for q in questions
     ]
-
-
-def freeze_test_split(path: Path) -> str:
-    """Write the test split's digest beside the set (done once, when the set is written)."""
-    questions = yaml.safe_load(path.read_text(encoding="utf-8"))["questions"]
-    digest = _split_digest(questions)
-    path.with_suffix(".test.sha256").write_text(f"{digest}  test split of {path.name}\n")
-    return digest
 
 
 def degenerate(answer: str) -> bool:

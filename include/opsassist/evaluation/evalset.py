@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,7 +25,8 @@ from typing import Any
 import yaml
 
 SCHEMA_VERSION = 1
-KINDS: tuple[str, ...] = ("paraphrase", "terse", "incident")
+KINDS: tuple[str, ...] = ("paraphrase", "terse", "incident", "symptom")
+SPLITS: tuple[str, ...] = ("dev", "test")
 
 
 class EvalSetError(ValueError):
@@ -67,6 +69,7 @@ class EvalItem:
     language: str
     kind: str
     notes: str = ""
+    split: str = "dev"  # dev: may be tuned on; test: frozen, reported only
 
     @property
     def needs_templates(self) -> bool:
@@ -125,6 +128,9 @@ def _item(raw: Any, where: str) -> EvalItem:
         raise EvalSetError(f"{where}: empty question")
     if kind not in KINDS:
         raise EvalSetError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    split = str(raw.get("split", "dev"))
+    if split not in SPLITS:
+        raise EvalSetError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
     if not isinstance(relevant, list) or not relevant:
         raise EvalSetError(f"{where}: relevant must be a non-empty list")
     return EvalItem(
@@ -134,6 +140,7 @@ def _item(raw: Any, where: str) -> EvalItem:
         language=str(raw["language"]),
         kind=kind,
         notes=str(raw.get("notes", "")),
+        split=split,
     )
 
 
@@ -179,9 +186,40 @@ def evalset_file(directory: Path, name: str) -> Path:
     return path
 
 
+class FrozenSplitChanged(EvalSetError):
+    """A set's test split differs from the one frozen beside it."""
+
+
+def test_split_digest(raw_items: Sequence[Any]) -> str:
+    """The SHA-256 of a set's test items (their raw YAML mappings, key order ignored)."""
+    test = [item for item in raw_items if isinstance(item, dict) and item.get("split") == "test"]
+    return hashlib.sha256(json.dumps(test, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def check_frozen(path: Path, raw_items: Sequence[Any]) -> None:
+    """Refuse a set whose test split is not the one frozen in ``<set>.test.sha256``: test
+    questions are never edited (a change is a new set version with a new frozen split)."""
+    frozen = path.with_suffix(".test.sha256")
+    if frozen.exists() and test_split_digest(raw_items) != frozen.read_text().split()[0]:
+        raise FrozenSplitChanged(
+            f"the test split of {path.name} is not the frozen one ({frozen.name}): test "
+            "questions are never edited; write a new set version instead"
+        )
+
+
+def freeze_test_split(path: Path) -> str:
+    """Write the test split's digest beside the set (once, when the split is written)."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    digest = test_split_digest(raw.get("items") or raw.get("questions") or [])
+    path.with_suffix(".test.sha256").write_text(f"{digest}  test split of {path.name}\n")
+    return digest
+
+
 def load_evalset(directory: Path, name: str) -> EvalSet:
     path = evalset_file(directory, name)
-    return parse_evalset(path.read_text(encoding="utf-8"), str(path))
+    text = path.read_text(encoding="utf-8")
+    check_frozen(path, (yaml.safe_load(text) or {}).get("items") or [])
+    return parse_evalset(text, str(path))
 
 
 def applicable(items: Iterable[EvalItem], docs: Sequence[DocRef]) -> list[ApplicableItem]:

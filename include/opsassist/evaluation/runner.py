@@ -49,6 +49,7 @@ class QuestionResult:
     first_relevant_rank: int | None
     latency_ms: float
     scores: dict[str, float]
+    split: str = "dev"
 
     def row(self) -> dict[str, object]:
         """A flat row for the per-question CSV."""
@@ -56,6 +57,7 @@ class QuestionResult:
             "id": self.item_id,
             "mode": self.mode,
             "version": self.version,
+            "split": self.split,
             "language": self.language,
             "kind": self.kind,
             **{name: round(value, 4) for name, value in self.scores.items()},
@@ -153,6 +155,7 @@ def run_questions(
                     first_relevant_rank=first_relevant_rank(ranking, applicable.relevant),
                     latency_ms=elapsed,
                     scores=question_scores(ranking, applicable.relevant),
+                    split=item.split,
                 )
             )
     return results
@@ -160,7 +163,8 @@ def run_questions(
 
 def summarize(results: Sequence[QuestionResult], prefix: str = "") -> dict[str, float]:
     """Metrics named ``<mode>.<metric>``, ``<mode>.<language>.<metric>``, ``<mode>.<kind>.<metric>``
-    (e.g. ``hybrid.recall_at_5``, ``bm25.en.mrr_at_10``, ``vector.incident.ndcg_at_10``),
+    (e.g. ``hybrid.recall_at_5``, ``bm25.en.mrr_at_10``, ``vector.incident.ndcg_at_10``), the
+    same per split (``hybrid.test.ru.recall_at_5``: the frozen split, reported beside ``dev``),
     ``<mode>.latency_p50_ms`` / ``_p95_ms`` and question counts (``questions``, ``questions.ru``).
     (:func:`evaluate_version` adds ``embedding.latency_p50_ms`` / ``_p95_ms``: the part of the
     vector and hybrid latencies spent embedding the question.)
@@ -177,6 +181,14 @@ def summarize(results: Sequence[QuestionResult], prefix: str = "") -> dict[str, 
             members = [r.scores for r in rows if group in (r.language, r.kind)]
             for name, value in mean_scores(members).items():
                 metrics[f"{prefix}{mode}.{group}.{name}"] = value
+        for split in sorted({r.split for r in rows}):
+            in_split = [r for r in rows if r.split == split]
+            for name, value in mean_scores([r.scores for r in in_split]).items():
+                metrics[f"{prefix}{mode}.{split}.{name}"] = value
+            for group in sorted({r.language for r in in_split} | {r.kind for r in in_split}):
+                members = [r.scores for r in in_split if group in (r.language, r.kind)]
+                for name, value in mean_scores(members).items():
+                    metrics[f"{prefix}{mode}.{split}.{group}.{name}"] = value
     if modes:
         first = [r for r in results if r.mode == modes[0]]
         metrics[f"{prefix}questions"] = float(len(first))
