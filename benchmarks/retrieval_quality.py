@@ -82,23 +82,26 @@ class IndexBuilder:
             self.vectors[chunk.id] = chunk.vector or []
         embedded = [dataclasses.replace(c, vector=self.vectors[c.id]) for c in chunks]
         fresh = Plan(None, [c.id for c in chunks], [], 0, [], [])  # a full build, no base
-        return build_version(self.store, ALIAS, fresh, embedded, self.dimension)
+        return build_version(
+            self.store, ALIAS, fresh, embedded, self.dimension, settings.embedding_model
+        )
 
 
 def table(report: EvalReport) -> list[str]:
+    """Rows per split (dev, then the frozen test split) and, within it, per language and kind."""
     m = report.metrics
-    lines = [f"{'group':10} {'mode':7} {'n':>4} " + " ".join(f"{h[:9]:>9}" for h in HEADLINE)]
-    groups = [
-        "",
-        *sorted({r.language for r in report.results}),
-        *sorted({r.kind for r in report.results}),
-    ]
-    for group in groups:
-        for mode in report.modes:
-            prefix = f"{mode}.{group}." if group else f"{mode}."
-            n = int(m[f"questions.{group}" if group else "questions"])
-            values = " ".join(f"{m[prefix + h]:9.3f}" for h in HEADLINE)
-            lines.append(f"{group or 'all':10} {mode:7} {n:4d} {values}")
+    lines = [f"{'group':15} {'mode':7} {'n':>4} " + " ".join(f"{h[:9]:>9}" for h in HEADLINE)]
+    first_mode = [r for r in report.results if r.mode == report.modes[0]]
+    for split in ["", *sorted({r.split for r in first_mode})]:
+        in_split = [r for r in first_mode if not split or r.split == split]
+        groups = ["", *sorted({r.language for r in in_split}), *sorted({r.kind for r in in_split})]
+        for group in groups:
+            n = sum(1 for r in in_split if not group or group in (r.language, r.kind))
+            label = "/".join(p for p in (split or "all", group) if p)
+            for mode in report.modes:
+                prefix = ".".join(p for p in (mode, split, group) if p) + "."
+                values = " ".join(f"{m[prefix + h]:9.3f}" for h in HEADLINE)
+                lines.append(f"{label:15} {mode:7} {n:4d} {values}")
     lines.append(
         f"latency embed   p50 {m['embedding.latency_p50_ms']:7.1f} ms  "
         f"p95 {m['embedding.latency_p95_ms']:7.1f} ms (inside vector and hybrid)"

@@ -26,7 +26,13 @@ from starlette.background import BackgroundTask
 
 from opsassist.cache.base import KnowledgeCache
 from opsassist.chat.pipeline import ChatPipeline, ChatRequest, InvalidChatRequest, Outcome, Prepared
-from opsassist.index.base import Filters, IndexStore, IndexUnavailableError
+from opsassist.index.base import (
+    EmbeddingModelMismatch,
+    Filters,
+    IndexStore,
+    IndexUnavailableError,
+    check_model,
+)
 from opsassist.llm.client import KServeClient, client_from_settings
 from opsassist.logs import configure_logging, get_correlation_id, get_logger
 from opsassist.search import search
@@ -98,6 +104,10 @@ def _index_check(s: Services) -> dict[str, Any]:
         return {"ok": False, "alias": alias, "detail": "index store unreachable"}
     if version is None:
         return {"ok": False, "alias": alias, "detail": "no promoted version"}
+    try:
+        check_model(s.store, version, s.settings.embedding_model)
+    except EmbeddingModelMismatch as exc:
+        return {"ok": False, "alias": alias, "version": version, "detail": str(exc)}
     return {"ok": True, "alias": alias, "version": version}
 
 
@@ -383,6 +393,9 @@ async def search_endpoint(body: SearchIn, request: Request) -> JSONResponse:
     except (IndexUnavailableError, ConnectionError) as exc:
         s.metrics.errors.labels("index").inc()
         raise APIError(503, str(exc), type="server_error", code="index_unavailable") from exc
+    except EmbeddingModelMismatch as exc:
+        s.metrics.errors.labels("index").inc()
+        raise APIError(503, str(exc), type="server_error", code="embedding_model_mismatch") from exc
     return JSONResponse([hit.to_json() for hit in hits])
 
 

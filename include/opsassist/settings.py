@@ -136,8 +136,12 @@ class Settings(BaseSettings):
     gate_enabled: bool = Field(
         default=True, description="Evaluate each runbook build before promotion (quality gate)."
     )
-    gate_language: str = Field(
-        default="en", description="Language of the evaluation questions the gate compares."
+    gate_languages: str = Field(
+        default="en,ru",
+        description=(
+            "Comma-separated languages the gate judges, each on its own questions (a drop in any "
+            "refuses the build); the first language's questions also face the first-build floors."
+        ),
     )
     gate_tolerance: float = Field(
         default=0.02,

@@ -79,10 +79,14 @@ def test_gate_refuses_a_shuffled_vector_build_and_the_alias_stays(
     corpus = _copy(GATE_FOLDERS, to=tmp_path / "corpus")
     store = EmbeddedIndexStore(settings.embedded_index_dir)
     cache = MemoryKnowledgeCache()
+    # English only: with the English model the few Russian questions of these folders move by
+    # more than the tolerance between two equally good builds (the per-language rule has its
+    # own test in tests/unit/test_eval_metrics.py)
+    settings = settings.model_copy(update={"gate_languages": "en"})
 
     first = pipeline.run_pipeline(settings, corpus, store, cache, run_id="gate-1")
     assert first["promoted"] and first["gate"]["decision"] == "promote"
-    assert first["gate"]["reason"].startswith("first build above floors")
+    assert first["gate"]["reason"].startswith("en: first build above floors")
     assert first["gate"]["questions"] >= settings.gate_min_questions
 
     # control: a build that re-embeds everything correctly passes the comparison
@@ -90,7 +94,7 @@ def test_gate_refuses_a_shuffled_vector_build_and_the_alias_stays(
     second = pipeline.run_pipeline(settings, corpus, store, cache, run_id="gate-2")
     assert second["embed"]["embedded"] == second["collect"]["chunks"]
     assert second["promoted"], second["gate"]
-    assert second["gate"]["reason"].startswith("no regression")
+    assert second["gate"]["reason"].startswith("en: no regression")
     good = second["version"]
 
     # the same kind of build with every vector belonging to another chunk is refused
@@ -118,7 +122,7 @@ def test_gate_passes_small_corpora_it_cannot_judge(settings: Settings, tmp_path:
     store = EmbeddedIndexStore(settings.embedded_index_dir)
     summary = pipeline.run_pipeline(settings, corpus, store, MemoryKnowledgeCache(), "small-1")
     assert summary["promoted"]
-    assert summary["gate"]["reason"].startswith("too few applicable questions")
+    assert summary["gate"]["reason"].startswith("en: too few applicable questions")
     runs = tracking.runs_by_tag(settings, "runbooks", "opsassist.run_id", "small-1")
     assert runs[0].data.tags["gate.decision"] == "promote"
 

@@ -121,6 +121,25 @@ def test_new_version_is_invisible_until_promoted_and_stale_chunks_deleted(
         store.drop_version(v2)
 
 
+def test_a_version_records_its_embedding_model_and_refuses_another(store: IndexStore) -> None:
+    """The model a version's vectors come from is kept with the version (a copy inherits it);
+    searching it with another model's vectors is refused with a message that says what to do.
+    Versions that record nothing were built with the old default model."""
+    from opsassist.index.base import EmbeddingModelMismatch, check_model
+
+    legacy = store.create_version("idx", DIM)
+    assert store.version_model(legacy) is None
+    check_model(store, legacy, "all-MiniLM-L6-v2")
+    v1 = store.create_version("idx", DIM, model="multilingual-e5-small")
+    store.upsert(v1, [_chunk("a.md", "alpha", 1)])
+    store.finalize(v1)
+    v2 = store.create_version("idx", DIM, base=v1)
+    assert store.version_model(v1) == store.version_model(v2) == "multilingual-e5-small"
+    check_model(store, v2, "multilingual-e5-small")
+    with pytest.raises(EmbeddingModelMismatch, match="OPSASSIST_EMBEDDING_MODEL=multilingual-e5"):
+        check_model(store, v2, "all-MiniLM-L6-v2")
+
+
 def test_upsert_is_idempotent_and_reports_bad_vectors(store: IndexStore) -> None:
     version = store.create_version("idx", DIM)
     chunk = _chunk("a.md", "some text here", 1)

@@ -193,3 +193,28 @@ def test_an_unchanged_corpus_still_publishes_its_pack_to_a_cache_that_lacks_it(
     finally:
         for key in fresh._redis.scan_iter(match=f"{fresh.prefix}:*"):
             fresh._redis.delete(key)
+
+
+def test_a_new_embedding_model_rebuilds_the_index_and_the_old_model_is_refused(
+    settings: Settings, small_corpus: Path
+) -> None:
+    """Changing OPSASSIST_EMBEDDING_MODEL embeds every chunk again into a version of its own
+    (never vectors of two models in one index); a reader still configured with the old model
+    gets a clear error instead of meaningless similarities."""
+    from opsassist.cache.memory import MemoryKnowledgeCache
+    from opsassist.index.base import EmbeddingModelMismatch
+    from opsassist.search import search
+
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    first = pipeline.run_pipeline(settings, small_corpus, store, MemoryKnowledgeCache(), "m1")
+    assert store.version_model(first["version"]) == "all-MiniLM-L6-v2"
+    multilingual = settings.model_copy(update={"embedding_model": "use-multilingual-v3"})
+    second = pipeline.run_pipeline(multilingual, small_corpus, store, MemoryKnowledgeCache(), "m2")
+    assert second["promoted"] and second["plan"]["base_version"] is None
+    assert second["embed"]["embedded"] == second["collect"]["chunks"]  # nothing reused
+    assert store.version_model(second["version"]) == "use-multilingual-v3"
+    hits = search("под постоянно перезапускается", settings=multilingual, store=store, k=3)
+    assert hits and hits[0].vector_score is not None
+    with pytest.raises(EmbeddingModelMismatch, match="built with the embedding model"):
+        search("pod keeps restarting", settings=settings, store=store, k=3)
+    assert search("pod restart", settings=settings, store=store, k=3, mode="bm25")  # no vectors

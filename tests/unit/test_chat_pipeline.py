@@ -149,6 +149,9 @@ class FakeStore:
     def ping(self) -> bool:
         return True
 
+    def version_model(self, version: str) -> str | None:
+        return None  # as versions built before models were recorded: the default model
+
     def _rows(self, version: str, filters: Filters) -> list[Chunk]:
         rows = self.tables[version]
         if filters.since is not None:

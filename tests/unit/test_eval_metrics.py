@@ -261,3 +261,37 @@ def test_an_edited_test_question_is_refused(tmp_path: Path) -> None:
         load_evalset(tmp_path, "runbooks")
     # the shipped set matches its frozen digest (a test question edited by mistake fails here)
     assert (EVALSETS / "runbooks.test.sha256").exists()
+
+
+def test_the_gate_judges_each_language_and_refuses_a_build_that_breaks_russian() -> None:
+    from opsassist.evaluation.gate import decide_languages
+
+    rule = {k: v for k, v in RULE.items() if k != "language"}
+    promoted = GOOD | {"hybrid.ru.recall_at_5": 0.80, "hybrid.ru.mrr_at_10": 0.70}
+    better_en_worse_ru = {
+        "hybrid.en.recall_at_5": 0.99,
+        "hybrid.en.mrr_at_10": 0.95,
+        "hybrid.ru.recall_at_5": 0.60,
+        "hybrid.ru.mrr_at_10": 0.70,
+    }
+    counts = {"en": 50, "ru": 30}
+    refused = decide_languages(
+        better_en_worse_ru, promoted, questions=counts, languages=["en", "ru"], **rule
+    )
+    assert not refused.promote
+    assert (
+        "ru: regression" in refused.reason
+        and "hybrid.ru.recall_at_5 0.600 vs 0.800" in refused.reason
+    )
+    assert "en: no regression" in refused.reason
+    fine = decide_languages(promoted, promoted, questions=counts, languages=["en", "ru"], **rule)
+    assert fine.promote and fine.questions == 80
+    # a first build faces the floors in the first language only
+    first = decide_languages(
+        better_en_worse_ru, None, questions=counts, languages=["en", "ru"], **rule
+    )
+    assert first.promote
+    few_ru = decide_languages(
+        better_en_worse_ru, promoted, questions={"en": 50, "ru": 3}, languages=["en", "ru"], **rule
+    )
+    assert few_ru.promote and "ru: too few applicable questions" in few_ru.reason

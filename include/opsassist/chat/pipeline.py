@@ -58,7 +58,14 @@ from opsassist.chat.prompt import Message, build_messages, history_for_model, su
 from opsassist.chat.rewrite import standalone_question
 from opsassist.chat.timewindow import TimeWindow, infer_window, window_from_request
 from opsassist.documents import SearchHit
-from opsassist.index.base import Filters, IndexStore, Query, hybrid_search
+from opsassist.index.base import (
+    EmbeddingModelMismatch,
+    Filters,
+    IndexStore,
+    Query,
+    check_model,
+    hybrid_search,
+)
 from opsassist.knowledge import load_pack
 from opsassist.llm.client import GenerationOptions, KServeClient, Usage
 from opsassist.llm.errors import ModelError
@@ -208,6 +215,7 @@ class ChatPipeline:
         self._fusion = fusion_config(settings)
         self._onnx: Any = None  # the ONNX query encoder once loaded; False: unavailable
         self._alerts: tuple[str | None, dict[str, str]] = ("", {})  # pack version, alert -> runbook
+        self._model_checked: set[str] = set()  # versions known to match the embedding model
         # the signal search of each request runs beside its runbook search
         self._signal_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="chat-signals")
 
@@ -218,13 +226,22 @@ class ChatPipeline:
         from opsassist.embedding import embed_texts
 
         s = self.settings
-        return embed_texts(texts, s.embedding_model, s.embedding_batch_size, s.embedding_device)
+        return embed_texts(
+            texts, s.embedding_model, s.embedding_batch_size, s.embedding_device, role="query"
+        )
 
     def _query_encoder(self) -> Callable[[Sequence[str]], np.ndarray] | None:
         """The ONNX Runtime encoder (same vectors as torch, faster on a CPU), loaded once; None:
-        use torch (configured so, on a GPU, or the model cannot be exported: logged once)."""
+        use the model's own encoder (configured so, on a GPU, a model that is not a
+        sentence-transformers one, or one that cannot be exported: logged once)."""
+        from opsassist.embedding import is_sentence_transformer
+
         s = self.settings
-        if s.query_embedding_runtime != "onnx" or s.embedding_device != "cpu":
+        if (
+            s.query_embedding_runtime != "onnx"
+            or s.embedding_device != "cpu"
+            or not is_sentence_transformer(s.embedding_model)
+        ):
             return None
         if self._onnx is None:
             from opsassist.embedding_onnx import OnnxQueryEncoder
@@ -286,6 +303,11 @@ class ChatPipeline:
             prepared.index_error = (
                 f"index {self.settings.runbook_index!r} has no promoted version yet"
             )
+            return prepared
+        try:
+            self._check_model(prepared.index_version)
+        except EmbeddingModelMismatch as exc:
+            prepared.index_error = str(exc)
             return prepared
         if request.use_cache and not time_sensitive:
             prepared.cache_status = "miss"
@@ -350,6 +372,12 @@ class ChatPipeline:
         prepared.support += "\n" + prepared.question
         prepared.timings["compose_ms"] = (time.perf_counter() - started) * 1000
         return prepared
+
+    def _check_model(self, version: str) -> None:
+        """Refuse a version built with another embedding model (checked once per version)."""
+        if version not in self._model_checked:
+            check_model(self.store, version, self.settings.embedding_model)
+            self._model_checked.add(version)
 
     def _ensure_pack(self, version: str, errors: list[str]) -> None:
         """A cache without the promoted version's knowledge pack (the in-process cache of a
@@ -445,6 +473,7 @@ class ChatPipeline:
             version = self.store.current_version(self.settings.signal_index)
             if version is None:
                 return []
+            self._check_model(version)
             query = Query(
                 text=prepared.standalone,
                 k=self.settings.chat_signal_top_k,

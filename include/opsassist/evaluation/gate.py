@@ -2,11 +2,14 @@
 
 Before the alias moves, the candidate version and the promoted one are evaluated in the same run,
 on the same questions (those of the runbook set whose runbooks both versions contain) with the
-same query vectors. The gate compares hybrid recall@5 and MRR@10 on the questions of
-``OPSASSIST_GATE_LANGUAGE``: a drop larger than ``OPSASSIST_GATE_TOLERANCE`` on either refuses the
-build. With no promoted version (a first build) the candidate must reach the absolute floors
-``OPSASSIST_GATE_MIN_RECALL_AT_5`` / ``_MIN_MRR_AT_10``. With fewer applicable questions than
-``OPSASSIST_GATE_MIN_QUESTIONS`` there is nothing to judge on and the build passes, saying so.
+same question vectors (each version's own embedding model: a build that changes the model is
+compared with what the promoted version really does). The gate compares hybrid recall@5 and
+MRR@10 for each language of ``OPSASSIST_GATE_LANGUAGES`` on its own questions: a drop larger than
+``OPSASSIST_GATE_TOLERANCE`` on either, in any language, refuses the build (a build that improves
+English but breaks Russian is refused). With no promoted version (a first build) the candidate
+must reach the absolute floors ``OPSASSIST_GATE_MIN_RECALL_AT_5`` / ``_MIN_MRR_AT_10`` in the
+first language. A language with fewer applicable questions than ``OPSASSIST_GATE_MIN_QUESTIONS``
+is not judged (said so); with no language judged the build passes, saying so.
 
 The decision and its reason go to the task log and to an MLflow run (tags ``gate.decision`` =
 promote/refuse and ``gate.reason``). The caller turns a refusal into ``BuildRefusedError``.
@@ -15,7 +18,7 @@ promote/refuse and ``gate.reason``). The caller turns a refusal into ``BuildRefu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opsassist.evaluation.evalset import ApplicableItem, applicable, load_evalset
@@ -26,7 +29,7 @@ from opsassist.evaluation.runner import (
     embed_questions,
     evaluate_version,
 )
-from opsassist.index.base import IndexStore
+from opsassist.index.base import LEGACY_MODEL, IndexStore
 from opsassist.logs import get_logger
 from opsassist.settings import Settings
 from opsassist.stores import fusion_config
@@ -52,6 +55,41 @@ class GateDecision:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"decision": self.label}
+
+
+def decide_languages(
+    candidate: Mapping[str, float],
+    baseline: Mapping[str, float] | None,
+    *,
+    questions: Mapping[str, int],
+    languages: Sequence[str],
+    tolerance: float,
+    floors: Mapping[str, float],
+    min_questions: int,
+    baseline_version: str | None = None,
+) -> GateDecision:
+    """The rule of :func:`decide` for every language (floors: the first language only); the
+    build is promoted only if no language refuses it."""
+    decisions = {
+        language: decide(
+            candidate,
+            baseline,
+            questions=questions.get(language, 0),
+            language=language,
+            tolerance=tolerance,
+            floors=floors if index == 0 else dict.fromkeys(floors, 0.0),
+            min_questions=min_questions,
+            baseline_version=baseline_version,
+        )
+        for index, language in enumerate(languages)
+    }
+    judged = {lang: d for lang, d in decisions.items() if not d.reason.startswith("too few")}
+    picked = {k: v for d in decisions.values() for k, v in d.candidate.items()}
+    base = {k: v for d in decisions.values() for k, v in (d.baseline or {}).items()} or None
+    reason = "; ".join(f"{lang}: {d.reason}" for lang, d in decisions.items())
+    promote = all(d.promote for d in decisions.values())
+    counted = sum(questions.get(lang, 0) for lang in (judged or decisions))
+    return GateDecision(promote, reason, counted, picked, base, baseline_version if base else None)
 
 
 def gated_keys(language: str) -> list[str]:
@@ -135,7 +173,7 @@ def _log_decision(
                 evalset_version=report.evalset,
                 baseline_version=decision.baseline_version or "none",
                 gate_tolerance=settings.gate_tolerance,
-                gate_language=settings.gate_language,
+                gate_languages=settings.gate_languages,
             ),
             tags={
                 "opsassist.kind": "gate",
@@ -202,11 +240,13 @@ def run_gate(
         kept = set(store.ids_by_source(baseline))
         docs = [doc for doc in docs if doc.source in kept]
     items = applicable(evalset.items, docs)
-    language = settings.gate_language
-    questions = sum(1 for a in items if a.item.language == language)
+    languages = [x.strip() for x in settings.gate_languages.split(",") if x.strip()]
+    questions = {
+        language: sum(1 for a in items if a.item.language == language) for language in languages
+    }
     report = EvalReport(evalset.label, version, (), [], {}, len(evalset.items))
     baseline_report: EvalReport | None = None
-    if questions >= settings.gate_min_questions:
+    if max(questions.values(), default=0) >= settings.gate_min_questions:
         vectors = embed_questions(
             [a.item for a in items], settings.embedding_model, settings.embedding_device
         )
@@ -220,14 +260,19 @@ def run_gate(
             total_items=len(evalset.items),
         )
         if baseline is not None:
+            baseline_model = store.version_model(baseline) or LEGACY_MODEL
+            if baseline_model != settings.embedding_model:  # its own model's question vectors
+                vectors = embed_questions(
+                    [a.item for a in items], baseline_model, settings.embedding_device
+                )
             baseline_report = _baseline_report(
                 store, baseline, items, vectors, settings, evalset.label, len(evalset.items)
             )
-    decision = decide(
+    decision = decide_languages(
         report.metrics,
         baseline_report.metrics if baseline_report else None,
         questions=questions,
-        language=language,
+        languages=languages,
         tolerance=settings.gate_tolerance,
         floors={
             "recall_at_5": settings.gate_min_recall_at_5,

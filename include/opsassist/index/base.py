@@ -32,6 +32,26 @@ class IndexUnavailableError(RuntimeError):
     """The index cannot be reached or has no promoted version."""
 
 
+class EmbeddingModelMismatch(RuntimeError):
+    """An index version is searched with vectors of another embedding model than it was built
+    with: the similarities would be meaningless. Rebuild the index with the configured model or
+    configure the model the index was built with."""
+
+
+LEGACY_MODEL = "all-MiniLM-L6-v2"  # what versions that record no model were built with
+
+
+def check_model(store: IndexStore, version: str, model: str) -> None:
+    """Refuse to search ``version`` with query vectors of ``model`` if it was built with another."""
+    built = store.version_model(version) or LEGACY_MODEL
+    if built != model:
+        raise EmbeddingModelMismatch(
+            f"index version {version} was built with the embedding model {built!r}, but "
+            f"OPSASSIST_EMBEDDING_MODEL is {model!r}: rebuild the index (opsassist index "
+            f"runbooks) or set OPSASSIST_EMBEDDING_MODEL={built}"
+        )
+
+
 @dataclasses.dataclass(slots=True)
 class Filters:
     source_types: tuple[str, ...] = ()
@@ -97,7 +117,16 @@ class IndexStore(Protocol):
 
     def list_versions(self, alias: str) -> list[str]: ...
 
-    def create_version(self, alias: str, dimension: int, base: str | None = None) -> str: ...
+    def create_version(
+        self, alias: str, dimension: int, base: str | None = None, model: str | None = None
+    ) -> str:
+        """A new version of ``alias`` (a copy of ``base`` when given), its vectors made by the
+        embedding ``model`` (default: the base's)."""
+        ...
+
+    def version_model(self, version: str) -> str | None:
+        """The embedding model a version records (None: built before versions recorded it)."""
+        ...
 
     def upsert(self, version: str, chunks: Sequence[Chunk]) -> WriteReport: ...
 

@@ -52,8 +52,12 @@ _FIELDS = [
 ]
 
 
-def chunk_schema(dimension: int) -> pa.Schema:
-    return pa.schema(
+MODEL_KEY = b"opsassist.embedding_model"
+
+
+def chunk_schema(dimension: int, model: str | None = None) -> pa.Schema:
+    """The table schema; ``model`` (the embedding model of the vectors) rides in its metadata."""
+    schema = pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
             pa.field("source_type", pa.string()),
@@ -68,6 +72,7 @@ def chunk_schema(dimension: int) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dimension)),
         ]
     )
+    return schema.with_metadata({MODEL_KEY: model.encode()}) if model else schema
 
 
 def _quote(value: str) -> str:
@@ -180,17 +185,25 @@ class EmbeddedIndexStore:
                 self._tables[version] = table
             return table
 
-    def create_version(self, alias: str, dimension: int, base: str | None = None) -> str:
+    def create_version(
+        self, alias: str, dimension: int, base: str | None = None, model: str | None = None
+    ) -> str:
+        model = model or (self.version_model(base) if base is not None else None)
+        schema = chunk_schema(dimension, model)
         with self._alias_lock():
             existing = self.list_versions(alias)
             number = version_number(existing[-1]) + 1 if existing else 1
             version = version_name(alias, number)
             if base is not None:
                 data = self._table(base).to_arrow()
-                self._db.create_table(version, data=data, schema=chunk_schema(dimension))
+                self._db.create_table(version, data=data, schema=schema)
             else:
-                self._db.create_table(version, schema=chunk_schema(dimension))
+                self._db.create_table(version, schema=schema)
         return version
+
+    def version_model(self, version: str) -> str | None:
+        value = (self._table(version).schema.metadata or {}).get(MODEL_KEY)
+        return value.decode() if value else None
 
     def drop_version(self, version: str) -> None:
         if version in self._read_aliases().values():

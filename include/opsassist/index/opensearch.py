@@ -349,17 +349,21 @@ class OpenSearchIndexStore:
         names = [name for index in response or {} if (name := self._logical(index)) is not None]
         return versions_of(alias, names)
 
-    def create_version(self, alias: str, dimension: int, base: str | None = None) -> str:
+    def create_version(
+        self, alias: str, dimension: int, base: str | None = None, model: str | None = None
+    ) -> str:
         base_index = self._require(base) if base is not None else None
+        model = model or (self.version_model(base) if base is not None else None)
+        body = index_body(dimension, self.shards)
+        if model:
+            body["mappings"]["_meta"] = {"embedding_model": model}
         for _ in range(20):
             existing = self.list_versions(alias)
             number = version_number(existing[-1]) + 1 if existing else 1
             version = version_name(alias, number)
             try:
                 self.client.indices.create(
-                    index=self._physical(version),
-                    body=index_body(dimension, self.shards),
-                    request_timeout=self.timeout,
+                    index=self._physical(version), body=body, request_timeout=self.timeout
                 )
             except RequestError as exc:
                 if exc.error == "resource_already_exists_exception":
@@ -376,6 +380,16 @@ class OpenSearchIndexStore:
                 raise
         log.info("version created", extra={"version": version, "base": base})
         return version
+
+    def version_model(self, version: str) -> str | None:
+        index = self._require(version)
+        mapping: dict[str, Any] = self.client.indices.get_mapping(
+            index=index, request_timeout=self.timeout
+        )
+        first: dict[str, Any] = next(iter(mapping.values()), {})
+        meta: dict[str, Any] = first.get("mappings", {}).get("_meta") or {}
+        value = meta.get("embedding_model")
+        return str(value) if value else None
 
     def _copy(self, source: str, dest: str) -> None:
         """Copy every document of ``source`` into ``dest`` (same ids), then refresh.

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from opsassist.documents import Chunk, content_hash
-from opsassist.index.base import Filters, IndexStore
+from opsassist.index.base import Filters, IndexStore, check_model
 from opsassist.logs import get_logger
 from opsassist.pipelines.history import DayScope
 from opsassist.pipelines.signals import TEXT_MAX_LENGTH, BatchRefusedError, _row_time, state_lock
@@ -91,11 +91,12 @@ def day_ids(
     return found
 
 
-def _version(store: IndexStore, alias: str, dimension: int) -> str:
+def _version(store: IndexStore, alias: str, dimension: int, model: str) -> str:
     current = store.current_version(alias)
     if current is not None:
+        check_model(store, current, model)
         return current
-    version = store.create_version(alias, dimension)
+    version = store.create_version(alias, dimension, model=model)
     store.finalize(version)
     store.promote(alias, version)
     log.info("history: created the first version", extra={"alias": alias, "version": version})
@@ -142,7 +143,7 @@ def index_day(
             if not dimension:  # an empty version: nothing to replace
                 return result | {"version": version}
         else:
-            version = _version(store, alias, dimension)
+            version = _version(store, alias, dimension, settings.embedding_model)
         for offset in range(0, len(chunks), UPSERT_BATCH):
             written = store.upsert(version, chunks[offset : offset + UPSERT_BATCH])
             if written.failed:

@@ -18,7 +18,7 @@ from opsassist.cache.base import KnowledgeCache
 from opsassist.chunking import chunk_runbook
 from opsassist.documents import Chunk, Rejected
 from opsassist.embedding import embed_texts, model_dimension
-from opsassist.index.base import IndexStore
+from opsassist.index.base import LEGACY_MODEL, IndexStore
 from opsassist.knowledge import PACK_FORMAT, knowledge_pack_entry, pack_file, save_pack
 from opsassist.logs import get_logger
 from opsassist.parsing.markdown import Runbook, RunbookError, load_runbook
@@ -121,14 +121,26 @@ def write_quarantine(settings: Settings, quarantined: Sequence[Rejected], run_id
 
 # --- plan ----------------------------------------------------------------------------------------
 def plan_changes(
-    store: IndexStore, alias: str, chunks: Sequence[Chunk], quarantined: Sequence[Rejected]
+    store: IndexStore,
+    alias: str,
+    chunks: Sequence[Chunk],
+    quarantined: Sequence[Rejected],
+    model: str = LEGACY_MODEL,
 ) -> Plan:
     """Compare the collected chunks with the promoted version: what to embed and what is stale.
 
     Chunks of a runbook that is quarantined in this run are kept as they were: bad input never
-    deletes what was indexed before.
+    deletes what was indexed before. A promoted version built with another embedding ``model``
+    is no base: every chunk is embedded again into a version of its own (vectors of two models
+    in one index would make its similarities meaningless).
     """
     base = store.current_version(alias)
+    if base is not None and (store.version_model(base) or LEGACY_MODEL) != model:
+        log.info(
+            "embedding model changed: full rebuild",
+            extra={"base_version": base, "built_with": store.version_model(base), "model": model},
+        )
+        base = None
     existing = store.ids_by_source(base) if base else {}
     wanted: dict[str, set[str]] = {}
     for chunk in chunks:
@@ -205,10 +217,15 @@ def validate_build(chunks: Sequence[Chunk], settings: Settings) -> ValidationRep
 
 
 def build_version(
-    store: IndexStore, alias: str, plan: Plan, embedded: Sequence[Chunk], dimension: int
+    store: IndexStore,
+    alias: str,
+    plan: Plan,
+    embedded: Sequence[Chunk],
+    dimension: int,
+    model: str = LEGACY_MODEL,
 ) -> str:
     """Write a new version = promoted version - stale + embedded. Readers are not affected."""
-    version = store.create_version(alias, dimension, base=plan.base_version)
+    version = store.create_version(alias, dimension, base=plan.base_version, model=model)
     deleted = store.delete(version, plan.stale)
     report = store.upsert(version, embedded)
     if report.failed:
@@ -295,7 +312,9 @@ def stage_plan(
     folder = _run(settings, run_id)
     chunks = staging.read_chunks(folder / "chunks.parquet")
     quarantined = [Rejected(**q) for q in staging.read_json(folder / "quarantine.json")]
-    plan = plan_changes(store, settings.runbook_index, chunks, quarantined)
+    plan = plan_changes(
+        store, settings.runbook_index, chunks, quarantined, settings.embedding_model
+    )
     staging.write_json(folder / "plan.json", plan.to_json())
     published = False
     if not plan.has_changes and cache is not None:
@@ -330,7 +349,9 @@ def stage_build(settings: Settings, run_id: str, store: IndexStore) -> dict[str,
     plan = Plan(**staging.read_json(folder / "plan.json"))
     embedded = staging.read_chunks(folder / "embedded.parquet")
     dimension = model_dimension(settings.embedding_model, settings.embedding_device)
-    version = build_version(store, settings.runbook_index, plan, embedded, dimension)
+    version = build_version(
+        store, settings.runbook_index, plan, embedded, dimension, settings.embedding_model
+    )
     telemetry.document_counts(
         settings.statsd_address,
         telemetry.current_dag_id("runbooks_index"),

@@ -62,7 +62,7 @@ import numpy as np
 
 from opsassist import telemetry
 from opsassist.documents import Chunk, content_hash
-from opsassist.index.base import Filters, IndexStore
+from opsassist.index.base import Filters, IndexStore, check_model
 from opsassist.logs import get_logger
 from opsassist.mining.windows import TemplateWindow
 from opsassist.parsing.events import K8sEvent, parse_event
@@ -449,13 +449,16 @@ class SignalIngestor:
         today = self.clock().date().isoformat()
         current = self.store.current_version(alias)
         if current is not None:
+            check_model(self.store, current, self.settings.embedding_model)
             day = self.state.meta(f"day:{current}")
             if day is None:  # state made before this version was known: adopt it for today
                 self.state.set_meta(f"day:{current}", today)
                 return current
             if day == today:
                 return current
-        version = self.store.create_version(alias, self.dimension, base=current)
+        version = self.store.create_version(
+            alias, self.dimension, base=current, model=self.settings.embedding_model
+        )
         expired = 0
         if current is not None:
             expired = self._expire(version, sweep=True)
