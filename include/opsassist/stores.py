@@ -46,4 +46,5 @@ def fusion_config(settings: Settings) -> FusionConfig:
         vector_weight=settings.fusion_vector_weight,
         rrf_k=settings.rrf_k,
         candidates=settings.candidates_per_list,
+        expand_lexical=settings.query_glossary,
     )

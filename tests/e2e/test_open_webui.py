@@ -379,14 +379,7 @@ BACKENDS: dict[str, Callable[[], dict[str, str]]] = {
 CASES = [
     pytest.param(Case("pod-restarting", "pod keeps restarting, what do I do?"), id="english"),
     pytest.param(
-        Case("pod-restarting-ru", "под постоянно перезапускается, что делать?"),
-        id="russian",
-        marks=pytest.mark.xfail(
-            strict=False,
-            reason="today the chat server does not find KubePodCrashLooping for this Russian "
-            "question (it answered from KubeNodeNotReady, then with 'no runbook covers this "
-            "question'), so the kubectl describe command (and that source) is not shown",
-        ),
+        Case("pod-restarting-ru", "под постоянно перезапускается, что делать?"), id="russian"
     ),
     pytest.param(
         Case(

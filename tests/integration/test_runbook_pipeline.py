@@ -14,6 +14,7 @@ import pytest
 
 from opsassist.cache.base import CachedAnswer
 from opsassist.cache.redis import RedisKnowledgeCache
+from opsassist.embedding import model_dimension
 from opsassist.index.base import IndexStore
 from opsassist.index.embedded import EmbeddedIndexStore
 from opsassist.pipelines import runbooks as pipeline
@@ -157,7 +158,8 @@ def test_failed_validation_refuses_promotion(
     )
 
     def zero_vectors(texts, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return np.zeros((len(texts), 384), dtype=np.float32)  # "empty embeddings"
+        dimension = model_dimension(settings.embedding_model)
+        return np.zeros((len(texts), dimension), dtype=np.float32)  # "empty embeddings"
 
     monkeypatch.setattr(pipeline, "embed_texts", zero_vectors)
     with pytest.raises(pipeline.BuildRefusedError, match="vector_norm"):
@@ -206,7 +208,8 @@ def test_a_new_embedding_model_rebuilds_the_index_and_the_old_model_is_refused(
     from opsassist.search import search
 
     store = EmbeddedIndexStore(settings.embedded_index_dir)
-    first = pipeline.run_pipeline(settings, small_corpus, store, MemoryKnowledgeCache(), "m1")
+    english = settings.model_copy(update={"embedding_model": "all-MiniLM-L6-v2"})
+    first = pipeline.run_pipeline(english, small_corpus, store, MemoryKnowledgeCache(), "m1")
     assert store.version_model(first["version"]) == "all-MiniLM-L6-v2"
     multilingual = settings.model_copy(update={"embedding_model": "use-multilingual-v3"})
     second = pipeline.run_pipeline(multilingual, small_corpus, store, MemoryKnowledgeCache(), "m2")
@@ -216,5 +219,5 @@ def test_a_new_embedding_model_rebuilds_the_index_and_the_old_model_is_refused(
     hits = search("под постоянно перезапускается", settings=multilingual, store=store, k=3)
     assert hits and hits[0].vector_score is not None
     with pytest.raises(EmbeddingModelMismatch, match="built with the embedding model"):
-        search("pod keeps restarting", settings=settings, store=store, k=3)
-    assert search("pod restart", settings=settings, store=store, k=3, mode="bm25")  # no vectors
+        search("pod keeps restarting", settings=english, store=store, k=3)
+    assert search("pod restart", settings=english, store=store, k=3, mode="bm25")  # no vectors

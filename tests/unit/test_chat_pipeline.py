@@ -150,7 +150,9 @@ class FakeStore:
         return True
 
     def version_model(self, version: str) -> str | None:
-        return None  # as versions built before models were recorded: the default model
+        from opsassist.embedding import DEFAULT_MODEL
+
+        return DEFAULT_MODEL  # the vectors are this module's bag of words: any name matches
 
     def _rows(self, version: str, filters: Filters) -> list[Chunk]:
         rows = self.tables[version]

@@ -31,7 +31,7 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> OnnxQueryEncoder:
 def test_onnx_vectors_equal_torch_vectors_one_by_one_and_batched(
     encoder: OnnxQueryEncoder,
 ) -> None:
-    expected = embed_texts(TEXTS)
+    expected = embed_texts(TEXTS, "all-MiniLM-L6-v2")
     batched = encoder(TEXTS)  # padded to the longest text
     single = np.stack([encoder([text])[0] for text in TEXTS])
     for got in (batched, single):
@@ -52,15 +52,27 @@ def test_the_model_is_exported_once_per_data_directory(encoder: OnnxQueryEncoder
     assert np.allclose(again(["etcd has no leader"]), encoder(["etcd has no leader"]))
 
 
-def test_chat_pipeline_uses_onnx_by_default_and_torch_when_configured(tmp_path: Path) -> None:
-    onnx = ChatPipeline(Settings(data_dir=tmp_path), None, None, None)  # type: ignore[arg-type]
+def test_chat_pipeline_uses_onnx_for_minilm_and_torch_when_configured(tmp_path: Path) -> None:
+    minilm = {"data_dir": tmp_path, "embedding_model": "all-MiniLM-L6-v2"}
+    onnx = ChatPipeline(Settings(**minilm), None, None, None)  # type: ignore[arg-type]
     assert isinstance(onnx._query_encoder(), OnnxQueryEncoder)
     assert list((tmp_path / "models").glob("*.onnx"))
     torch = ChatPipeline(
-        Settings(data_dir=tmp_path, query_embedding_runtime="torch"),
+        Settings(**minilm, query_embedding_runtime="torch"),
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
     )
     assert torch._query_encoder() is None
     assert np.allclose(torch._encode(["pod"]), onnx._encode(["pod"]), atol=1e-4)
+
+
+def test_a_model_that_is_not_a_sentence_transformer_uses_its_own_encoder(tmp_path: Path) -> None:
+    """The default multilingual model has its own (numpy) encoder: no ONNX export."""
+    from opsassist.embedding import embed_query
+
+    pipeline = ChatPipeline(Settings(data_dir=tmp_path), None, None, None)  # type: ignore[arg-type]
+    assert pipeline._query_encoder() is None
+    assert not (tmp_path / "models").exists()
+    vector = pipeline._encode(["под постоянно перезапускается"])[0]
+    assert np.allclose(vector, embed_query("под постоянно перезапускается", "use-multilingual-v3"))

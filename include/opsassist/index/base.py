@@ -75,6 +75,7 @@ class FusionConfig:
     vector_weight: float = 0.5
     rrf_k: int = 60
     candidates: int = 50
+    expand_lexical: bool = False  # BM25 gets the English terms of a Russian question's words
 
 
 @dataclasses.dataclass(slots=True)
@@ -207,6 +208,11 @@ def hybrid_search(
     lexical: list[RankedRow] = []
     semantic: list[RankedRow] = []
     want_lexical = query.mode in ("hybrid", "bm25") and bool(query.text.strip())
+    lexical_text = query.text
+    if want_lexical and fusion.expand_lexical:
+        from opsassist.glossary import expand_query
+
+        lexical_text = expand_query(query.text)
     want_semantic = query.mode in ("hybrid", "vector")
     if want_semantic and query.vector is None and embed is None:
         raise ValueError("vector and hybrid search need a query vector")
@@ -217,11 +223,11 @@ def hybrid_search(
     if want_lexical and want_semantic:
         # Both backends release the GIL while searching (and the encoders while embedding):
         # run the two lists concurrently.
-        pending = _POOL.submit(store.bm25, version, query.text, n, query.filters)
+        pending = _POOL.submit(store.bm25, version, lexical_text, n, query.filters)
         semantic = store.knn(version, vector(), n, query.filters)
         lexical = pending.result()
     elif want_lexical:
-        lexical = store.bm25(version, query.text, n, query.filters)
+        lexical = store.bm25(version, lexical_text, n, query.filters)
     elif want_semantic:
         semantic = store.knn(version, vector(), n, query.filters)
 
