@@ -4,8 +4,10 @@ Builds the runbook index of ``OPSASSIST_RUNBOOKS_PATH`` with the current setting
 store (``<data dir>/bench/retrieval_quality``; chunk vectors are cached by chunk id, so re-runs
 and sweep points re-embed only chunks they have not seen), evaluates the runbook set (and with
 ``--signals`` the loghub signal set) in the three modes on the same index and query vectors,
-prints recall@k / MRR@10 / nDCG@10 / latency per language and kind with the hybrid-to-baseline
-ratios, and logs each evaluation as an MLflow run (``opsassist-runbooks``, ``opsassist-signals``).
+prints recall@k / MRR@10 / nDCG@10 / latency per split (dev, and the frozen test split), language
+and kind with the hybrid-to-baseline ratios, then the same for the plain baseline (RRF of BM25
+and MiniLM vectors, no glossary) built in the same run, and logs each evaluation as an MLflow run
+(``opsassist-runbooks``, ``opsassist-signals``).
 
 ``--sweep`` tunes the defaults: every chunking point (max chars x overlap) is built once, then
 every fusion point (RRF k and vector weight, weighted fusion and its weight, candidates per list)
@@ -45,6 +47,7 @@ from opsassist.settings import Settings
 from opsassist.stores import fusion_config
 
 ALIAS = "bench"
+BASELINE_MODEL = "all-MiniLM-L6-v2"
 CHUNKING = [(600, 100), (800, 150), (1200, 0), (1200, 150), (1200, 300), (1600, 150)]
 CHUNKING_QUICK = [(800, 150), (1200, 150)]
 HEADLINE = ("recall_at_1", "recall_at_3", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10")
@@ -133,6 +136,19 @@ def evaluate_default(
     result = evaluate_set(settings, "runbooks", version, store=builder.store, log_to_mlflow=log)
     out: dict[str, Any] = {"runbooks": result.to_json(), "runbooks_ratios": ratios(result.report)}
     out["runbooks_table"] = table(result.report)
+    # the plain baseline, same run and questions: RRF of BM25 and MiniLM vectors, no glossary
+    plain = settings.model_copy(update={"embedding_model": BASELINE_MODEL, "query_glossary": False})
+    folder = settings.data_dir / "bench" / "retrieval_quality-baseline"
+    baseline_builder = IndexBuilder(plain, folder)
+    baseline = evaluate_set(
+        plain,
+        "runbooks",
+        baseline_builder.build(plain),
+        store=baseline_builder.store,
+        log_to_mlflow=log,
+    )
+    out["runbooks_baseline"] = baseline.to_json()
+    out["runbooks_baseline_table"] = table(baseline.report)
     if signals:
         signal_version = ensure_signal_index(settings, builder.store)
         signal = evaluate_set(
@@ -267,6 +283,9 @@ def main() -> None:
             print(f"\n{result[name]['evalset']} on {result[name]['version']}")
             print("\n".join(result[f"{name}_table"]))
             print("same-run ratios:", result[f"{name}_ratios"])
+    if "runbooks_baseline" in result:
+        print(f"\nplain baseline ({BASELINE_MODEL}, no glossary), same questions:")
+        print("\n".join(result["runbooks_baseline_table"]))
     print(f"\n{result['seconds']} s")
 
 

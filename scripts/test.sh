@@ -57,13 +57,18 @@ background() {
     printf '\n==> %s: started in the background (log: var/test-run/%s.log)\n' "$name" "$name"
 }
 
-# await PHASE: waits for a background phase and shows its output; fails when it failed.
+# await PHASE: waits for a background phase and shows the end of its output (all of it when it
+# failed); fails when it failed.
 await() {
-    local rc=0
+    local rc=0 log="$RUNLOG/$1.log"
     wait "${BACKGROUND[$1]}" || rc=$?
-    printf '\n==> %s (ran in the background)\n' "$1"
-    cat "$RUNLOG/$1.log"
-    [ "$rc" = 0 ] || echo "test: $1 failed (exit $rc)" >&2
+    printf '\n==> %s (ran in the background; log: var/test-run/%s.log)\n' "$1" "$1"
+    if [ "$rc" = 0 ]; then
+        grep -v '^ [+-] ' "$log" | tail -n 20  # package lists of the installs left out
+    else
+        cat "$log"
+        echo "test: $1 failed (exit $rc)" >&2
+    fi
     return "$rc"
 }
 
