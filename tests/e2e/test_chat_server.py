@@ -9,8 +9,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,46 +26,17 @@ import uvicorn
 from opsassist.cache.redis import RedisKnowledgeCache
 from opsassist.chat.degraded import INDEX_NOTICE, MODEL_NOTICE
 from opsassist.llm.client import GenerationOptions, KServeClient
-from opsassist.pipelines.runbooks import run_pipeline
 from opsassist.settings import Settings
-from opsassist.stores import get_index_store
 from serving.app import create_app
-from tests.conftest import MODEL_BASE, ROOT, VENV_BIN, runbook_corpus
+from tests.conftest import ROOT, VENV_BIN, free_port
+from tests.e2e.chat_fixtures import chat_server, indexed_env, make_settings, wait_healthy
 
 pytestmark = pytest.mark.slow
 
-SUBSET = [
-    "kubernetes/KubePodCrashLooping.md",
-    "kubernetes/KubePodNotReady.md",
-    "kubernetes/KubeNodeNotReady.md",
-    "etcd/etcdNoLeader.md",
-    "node/NodeFilesystemAlmostOutOfSpace.md",
-    "alertmanager/AlertmanagerFailedToSendAlerts.md",
-]
 TARGET = "kubernetes/KubePodCrashLooping.md"
 QUESTION = "why does my pod keep crash looping?"
 KEY = "e2e-key-" + uuid.uuid4().hex[:8]
 MAX_TOKENS = 24  # keeps generations short on a CPU
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(base: str, timeout: float, process: subprocess.Popen[str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"chat server exited ({process.returncode})")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"chat server at {base} not healthy after {timeout} s")
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -75,59 +44,15 @@ def wait_healthy(base: str, timeout: float, process: subprocess.Popen[str] | Non
 def env(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[dict[str, str]]:
     """A runbook index built with the library, its knowledge pack in Redis: the server's env."""
     root = tmp_path_factory.mktemp("chat-e2e")
-    corpus = root / "corpus"
-    for relative in SUBSET:
-        (corpus / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(runbook_corpus() / relative, corpus / relative)
-    prefix = f"e2e-chat-{uuid.uuid4().hex[:8]}"
-    values = {
-        "OPSASSIST_DATA_DIR": str(root / "data"),
-        "OPSASSIST_INDEX_BACKEND": "embedded",
-        "OPSASSIST_CACHE_BACKEND": "redis",
-        "OPSASSIST_REDIS_URL": redis_url,
-        "OPSASSIST_CACHE_PREFIX": prefix,
-        "OPSASSIST_API_KEYS": f"other-key,{KEY}",
-        "OPSASSIST_CHAT_MAX_TOKENS": str(MAX_TOKENS),
-        "OPSASSIST_MODEL_SERVER_URL": MODEL_BASE,
-        "OPSASSIST_MODEL_PROTOCOL": "openai",
-        "OPSASSIST_LOG_LEVEL": "INFO",
-    }
-    settings = make_settings(values)
-    cache = RedisKnowledgeCache(redis_url, prefix)
-    summary = run_pipeline(settings, corpus, get_index_store(settings), cache, "e2e-chat")
-    assert summary["promoted"], summary
-    yield values
-    for key in cache._redis.scan_iter(match=f"{prefix}:*"):
-        cache._redis.delete(key)
-
-
-def make_settings(values: dict[str, str], **overrides: Any) -> Settings:
-    fields = {k.removeprefix("OPSASSIST_").lower(): v for k, v in values.items()}
-    return Settings(**{**fields, **overrides})
+    with indexed_env(root, redis_url, KEY, OPSASSIST_CHAT_MAX_TOKENS=str(MAX_TOKENS)) as values:
+        yield values
 
 
 @pytest.fixture(scope="module")
 def server(env: dict[str, str], model_server: str) -> Iterator[str]:
     """The real server: ``uvicorn serving.app:app`` in a subprocess on a free loopback port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(VENV_BIN / "uvicorn"), "serving.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, 300, process)
+    with chat_server({**env, "OPSASSIST_PUBLIC_URL": ""}) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 class ThreadServer:

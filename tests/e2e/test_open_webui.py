@@ -25,7 +25,6 @@ import inspect
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -39,11 +38,8 @@ from typing import Any
 import httpx
 import pytest
 
-from opsassist.cache.redis import RedisKnowledgeCache
-from opsassist.pipelines.runbooks import run_pipeline
-from opsassist.settings import Settings
-from opsassist.stores import get_index_store
-from tests.conftest import MODEL_BASE, ROOT, VENV_BIN, free_port, runbook_corpus
+from tests.conftest import ROOT, free_port
+from tests.e2e.chat_fixtures import chat_server, indexed_env
 
 pytestmark = pytest.mark.slow
 
@@ -60,14 +56,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-]
-SUBSET = [
-    "kubernetes/KubePodCrashLooping.md",
-    "kubernetes/KubePodNotReady.md",
-    "kubernetes/KubeNodeNotReady.md",
-    "etcd/etcdNoLeader.md",
-    "node/NodeFilesystemAlmostOutOfSpace.md",
-    "alertmanager/AlertmanagerFailedToSendAlerts.md",
 ]
 TARGET = "kubernetes/KubePodCrashLooping.md"
 COMMAND = "kubectl -n $NAMESPACE describe pod $POD"
@@ -396,74 +384,10 @@ CASES = [
 # --- fixtures -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def index_env(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[dict[str, str]]:
-    """A runbook index built with the library, its knowledge pack in Redis (as
-    test_chat_server.py's ``env``): the chat server's environment."""
-    root = tmp_path_factory.mktemp("webui-e2e")
-    corpus = root / "corpus"
-    for relative in SUBSET:
-        (corpus / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(runbook_corpus() / relative, corpus / relative)
-    prefix = f"e2e-webui-{uuid.uuid4().hex[:8]}"
-    values = {
-        "OPSASSIST_DATA_DIR": str(root / "data"),
-        "OPSASSIST_INDEX_BACKEND": "embedded",
-        "OPSASSIST_CACHE_BACKEND": "redis",
-        "OPSASSIST_REDIS_URL": redis_url,
-        "OPSASSIST_CACHE_PREFIX": prefix,
-        "OPSASSIST_API_KEYS": f"other-key,{KEY}",
-        "OPSASSIST_MODEL_SERVER_URL": MODEL_BASE,
-        "OPSASSIST_MODEL_PROTOCOL": "openai",
-        "OPSASSIST_LOG_LEVEL": "INFO",
-    }
-    fields: dict[str, Any] = {k.removeprefix("OPSASSIST_").lower(): v for k, v in values.items()}
-    settings = Settings(**fields)
-    cache = RedisKnowledgeCache(redis_url, prefix)
-    summary = run_pipeline(settings, corpus, get_index_store(settings), cache, "e2e-webui")
-    assert summary["promoted"], summary
-    yield values
-    for key in cache._redis.scan_iter(match=f"{prefix}:*"):
-        cache._redis.delete(key)
-
-
-@contextlib.contextmanager
-def chat_server(env: dict[str, str], log: Path) -> Iterator[str]:
-    """``uvicorn serving.app:app`` in a subprocess on a free loopback port; yields its base URL
-    once /healthz answers."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                str(VENV_BIN / "uvicorn"),
-                "serving.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            # links in answers are made for the browser: they point at this server
-            env={**os.environ, "OPSASSIST_PUBLIC_URL": base, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, f"chat server exited ({process.returncode}): {log}"
-            assert time.monotonic() < deadline, f"chat server not healthy after 300 s: {log}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.25)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    """A runbook index built with the library, its knowledge pack in Redis: the chat server's
+    environment."""
+    with indexed_env(tmp_path_factory.mktemp("webui-e2e"), redis_url, KEY) as values:
+        yield values
 
 
 @pytest.fixture(scope="module")
