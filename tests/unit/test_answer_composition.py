@@ -120,6 +120,20 @@ def test_composed_answer_keeps_code_blocks_whole_and_shows_retrieved_other_secti
     assert "(#example-queries-for-slow-requests)" not in text
 
 
+def test_a_runbook_written_as_one_section_gives_its_steps_not_just_its_first_sentence() -> None:
+    one = "prometheus/PrometheusDuplicateTimestamps.md"
+    composed = compose_answer([hit(one, "Overview")], {one: entry(one)}, "en")
+    text = composed.text
+    assert text.startswith("**PrometheusDuplicateTimestamps**: Find the Prometheus Pod")
+    assert "### Steps" in text
+    assert "$ kubectl -n <namespace> logs prometheus-k8s-0" in text  # the commands, whole
+    assert "`<namespace>/<service-monitor-name>/<endpoint-id>`" in text
+    assert text.count("Find the Prometheus Pod that concerns this.") == 1  # the lead, once
+    assert {c.section for c in composed.citations} == {"Overview"}
+    ru = compose_answer([hit(one, "Overview")], {one: entry(one)}, "ru").text
+    assert "### Шаги" in ru and "> $ kubectl -n <namespace> get pod" in ru
+
+
 def test_russian_question_gets_russian_framing_and_quoted_runbook_text() -> None:
     composed = compose_answer([hit(QUOTA, "Diagnosis")], {QUOTA: entry(QUOTA)}, "ru")
     text = composed.text

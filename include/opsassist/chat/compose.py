@@ -112,6 +112,14 @@ def lead_text(blocks: Sequence[Block], limit: int = LEAD_CHARS) -> str:
     return out
 
 
+def _after_lead(blocks: Sequence[Block], lead: str) -> list[Block]:
+    """The blocks of a section after those its lead already quotes."""
+    for index, block in enumerate(blocks):
+        if block.kind not in ("p", "li") or block.text.strip() not in lead:
+            return list(blocks[index:])
+    return []
+
+
 def _within_budget(blocks: Sequence[Block], budget: int) -> tuple[list[Block], bool]:
     """Blocks in order while their text fits ``budget``; code blocks are kept whole and always
     (commands are what the engineer needs most). Returns (kept, whether prose was left out)."""
@@ -254,6 +262,12 @@ def _primary_parts(
         ("", [s for s in by_role.get("other", []) if s.label in retrieved and s is not meaning]),
         ("act", by_role.get("mitigation", [])),
     ]
+    rest = _after_lead(meaning.blocks, lead) if meaning is not None else []
+    if rest and not by_role.get("diagnosis") and not by_role.get("mitigation"):
+        # a runbook written as one section (no Diagnosis/Mitigation headings): its steps are
+        # the rest of that section, not something to leave out after its first sentence
+        assert meaning is not None
+        groups.insert(0, ("steps", [Section(meaning.path, rest)]))
     for heading, chosen in groups:
         if not chosen:
             continue

@@ -18,6 +18,7 @@ LABELS: dict[Language, dict[str, str]] = {
     "en": {
         "impact": "Impact",
         "confirm": "How to confirm",
+        "steps": "Steps",
         "act": "What to do",
         "see_also": "Also relevant",
         "signals": "Recent signals",
@@ -42,6 +43,7 @@ LABELS: dict[Language, dict[str, str]] = {
     "ru": {
         "impact": "Влияние",
         "confirm": "Как проверить",
+        "steps": "Шаги",
         "act": "Что делать",
         "see_also": "Также может относиться",
         "signals": "Свежие сигналы",

@@ -24,6 +24,7 @@ BlockKind = Literal["p", "li", "code", "h"]
 _PARSER = MarkdownIt("commonmark", {"html": True}).enable("table")
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
 _SUMMARY = re.compile(r"<summary[^<>]*>([^<]*)</summary>", re.IGNORECASE)
+_CODE_SPAN = re.compile(r"(`[^`\n]+`)")
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _ANCHOR_LINK = re.compile(r"\[([^\[\]]*)\]\(#[^()\s]*\)")  # [text](#anchor): a link into the page
 
@@ -71,8 +72,19 @@ def drop_comments(text: str) -> str:
 
 def strip_html(text: str) -> str:
     """Inline HTML to plain Markdown text: comments dropped, ``<br>`` as a space, a
-    ``<summary>`` as bold, other tags removed with their text kept, entities decoded."""
+    ``<summary>`` as bold, other tags removed with their text kept, entities decoded. Code spans
+    are kept as written (``<namespace>`` in one is a placeholder, not a tag)."""
     text = drop_comments(text)
+    if "`" not in text:
+        return _strip_html_outside_code(text)
+    pieces = _CODE_SPAN.split(text)  # prose, code span, prose, ...
+    return "".join(
+        piece if index % 2 else _strip_html_outside_code(piece)
+        for index, piece in enumerate(pieces)
+    )
+
+
+def _strip_html_outside_code(text: str) -> str:
     text = _SUMMARY.sub(lambda m: f"**{m.group(1).strip()}**", text)
     text = _BREAK.sub(" ", text)
     if "<" in text:
