@@ -58,6 +58,7 @@ moment, and it changes when the template later generalises.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,11 +73,30 @@ ReplayOrder = Literal["first_seen", "frequency"]
 
 STATE_FORMAT = "opsassist.mining.templates/1"
 
+# What a line that is mostly not text becomes: one template for all of them.
+BINARY = "<binary>"
+# Kinds of bad input a miner counts (see MinerConfig.inspect).
+EMPTY, BINARY_LINE, TRUNCATED = "empty", "binary", "truncated"
+BAD_INPUT_KINDS = (EMPTY, BINARY_LINE, TRUNCATED)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+
+# MinerConfig fields added after the first state format; a state without them is read with
+# these values, which give the miner it was saved by.
+_LEGACY_DEFAULTS: dict[str, Any] = {
+    "split_max_values": 0,
+    "split_min_lines": 2,
+    "merge_lengths": False,
+    "keep_affixes": False,
+    "route_masked": False,
+    "max_line_chars": 0,
+    "max_tokens": 0,
+}
+
 
 @dataclass(frozen=True)
 class MinerConfig:
-    """Drain's parameters. The defaults are the one configuration the benchmark uses for all
-    eight loghub systems.
+    """Drain's parameters and the steps around it. The defaults are the one configuration the
+    benchmark selects by leave-one-system-out on the eight loghub samples (and uses for all).
 
     ``sim_threshold``: minimum :func:`similarity` for a line to join a cluster. ``depth``: depth
     of the leaves, counting root and length layer (``depth - 3`` leading tokens route a line).
@@ -84,6 +104,19 @@ class MinerConfig:
     branch. ``masks``: applied in order before tokenising. ``extra_delimiters``: split tokens
     on these as well as on whitespace. ``masked_params_match``: see :func:`similarity` (False
     gives the paper's Drain exactly).
+
+    ``route_masked``: a token that holds a masked value (``blk_<*>``) routes down the ``<*>``
+    branch like a token with a digit (False: the paper's routing, where only digits count).
+    ``split_max_values`` and ``split_min_lines``: a template position that Drain generalised
+    (its lines have different words there, none of them masked) is split back into one
+    template per word when it has at most ``split_max_values`` distinct words, each on at least
+    ``split_min_lines`` lines: a few recurring words are states or kinds of event ("VM Paused",
+    "VM Resumed"), not parameters. 0 turns splitting off. ``merge_lengths``: template texts
+    collapse runs of ``<*>`` (and runs of one masked shape, ``blk_<*> blk_<*>``) into one, so
+    clusters of different lengths that share their constant tokens are one template.
+    ``keep_affixes``: where the words of a ``<*>`` share a prefix up to a separator or a suffix
+    from one (``user=root``, ``user=uucp``), the template keeps it (``user=<*>``).
+    ``max_line_chars`` and ``max_tokens``: bounds on one line (0: none); see :meth:`inspect`.
     """
 
     sim_threshold: float = 0.7
@@ -92,6 +125,13 @@ class MinerConfig:
     masks: tuple[Mask, ...] = DEFAULT_MASKS
     extra_delimiters: tuple[str, ...] = ()
     masked_params_match: bool = True
+    route_masked: bool = True
+    split_max_values: int = 4
+    split_min_lines: int = 2
+    merge_lengths: bool = True
+    keep_affixes: bool = True
+    max_line_chars: int = 16_384
+    max_tokens: int = 256
 
     def __post_init__(self) -> None:
         if not 0.0 < self.sim_threshold <= 1.0:
@@ -100,6 +140,10 @@ class MinerConfig:
             raise ValueError(f"depth must be at least 3, got {self.depth}")
         if self.max_children < 2:
             raise ValueError(f"max_children must be at least 2, got {self.max_children}")
+        if self.split_max_values < 0 or self.split_min_lines < 1:
+            raise ValueError("split_max_values must be >= 0 and split_min_lines >= 1")
+        if self.max_line_chars < 0 or self.max_tokens < 0 or self.max_tokens == 1:
+            raise ValueError("max_line_chars must be >= 0 and max_tokens 0 or >= 2")
 
     @property
     def route_length(self) -> int:
@@ -107,8 +151,34 @@ class MinerConfig:
         return self.depth - 3
 
     def tokens(self, content: str) -> Tokens:
-        """Mask and tokenise one log content."""
-        return tokenize(mask_content(content, self.masks), self.extra_delimiters)
+        """Mask and tokenise one log content (bounded: see :meth:`inspect`)."""
+        return self.inspect(content)[0]
+
+    def inspect(self, content: str) -> tuple[Tokens, str | None]:
+        """Mask and tokenise one log content; also say what was wrong with it, if anything.
+
+        Time and memory per line are bounded whatever the input: a line longer than
+        ``max_line_chars`` is cut there before masking (its last, cut token becomes ``<*>``),
+        and a line of more than ``max_tokens`` tokens keeps ``max_tokens - 1`` of them and a
+        final ``<*>``: ``"truncated"``. A line that is mostly control characters (or has a NUL)
+        is one token, :data:`BINARY`: ``"binary"``. A line with no tokens: ``"empty"``.
+        """
+        kind: str | None = None
+        cut = 0 < self.max_line_chars < len(content)
+        if cut:
+            content = content[: self.max_line_chars]
+            kind = TRUNCATED
+        if not content.isprintable() and _is_binary(content):
+            return (BINARY,), BINARY_LINE
+        tokens = tokenize(mask_content(content, self.masks), self.extra_delimiters)
+        if cut and tokens:
+            tokens = (*tokens[:-1], WILDCARD)
+        if 0 < self.max_tokens < len(tokens):
+            tokens = (*tokens[: self.max_tokens - 1], WILDCARD)
+            kind = TRUNCATED
+        if not tokens:
+            return (), EMPTY
+        return tokens, kind
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,10 +188,18 @@ class MinerConfig:
             "masks": [mask.to_dict() for mask in self.masks],
             "extra_delimiters": list(self.extra_delimiters),
             "masked_params_match": self.masked_params_match,
+            "route_masked": self.route_masked,
+            "split_max_values": self.split_max_values,
+            "split_min_lines": self.split_min_lines,
+            "merge_lengths": self.merge_lengths,
+            "keep_affixes": self.keep_affixes,
+            "max_line_chars": self.max_line_chars,
+            "max_tokens": self.max_tokens,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MinerConfig:
+        extra = {key: data.get(key, legacy) for key, legacy in _LEGACY_DEFAULTS.items()}
         return cls(
             sim_threshold=float(data["sim_threshold"]),
             depth=int(data["depth"]),
@@ -129,7 +207,36 @@ class MinerConfig:
             masks=tuple(Mask.from_dict(m) for m in data["masks"]),
             extra_delimiters=tuple(data["extra_delimiters"]),
             masked_params_match=bool(data["masked_params_match"]),
+            route_masked=bool(extra["route_masked"]),
+            split_max_values=int(extra["split_max_values"]),
+            split_min_lines=int(extra["split_min_lines"]),
+            merge_lengths=bool(extra["merge_lengths"]),
+            keep_affixes=bool(extra["keep_affixes"]),
+            max_line_chars=int(extra["max_line_chars"]),
+            max_tokens=int(extra["max_tokens"]),
         )
+
+
+def paper_config(patterns: Sequence[str], sim_threshold: float, depth: int) -> MinerConfig:
+    """Drain exactly as published (He et al. 2017; logpai's benchmark settings): the given
+    preprocessing regexes, the paper's similarity and routing, no split, merge or affixes."""
+    return MinerConfig(
+        sim_threshold=sim_threshold,
+        depth=depth,
+        masks=tuple(Mask(f"paper_{i}", pattern) for i, pattern in enumerate(patterns)),
+        masked_params_match=False,
+        route_masked=False,
+        split_max_values=0,
+        merge_lengths=False,
+        keep_affixes=False,
+    )
+
+
+def _is_binary(content: str) -> bool:
+    """A NUL, or control (and undecodable) characters in a quarter of the line or more."""
+    if "\x00" in content:
+        return True
+    return len(_CONTROL.findall(content)) * 4 >= len(content)
 
 
 @dataclass(frozen=True)
@@ -193,6 +300,84 @@ def generalise(template: Sequence[str], tokens: Sequence[str]) -> list[str]:
     ]
 
 
+def collapse_runs(tokens: Sequence[str]) -> list[str]:
+    """Runs of ``<*>``, and runs of one word glued to a masked value, become one token.
+
+    ``A <*> <*> B`` and ``A <*> B`` (or ``delete blk_<*> blk_<*>`` and ``delete blk_<*>``) are
+    then the same text: the step that merges templates of different lengths that share their
+    constant tokens (a variable part that is sometimes one token and sometimes several).
+    """
+    out: list[str] = []
+    for token in tokens:
+        if out and token == out[-1] and (token == WILDCARD or _named_value(token)):
+            continue
+        out.append(token)
+    return out
+
+
+def _named_value(token: str) -> bool:
+    """A word glued to a masked value (``blk_<*>``); ``<*>:`` is not one ("<*>: <*>:" are two
+    fields, not a list)."""
+    return token[:1].isalpha() and WILDCARD in token
+
+
+@dataclass
+class Affix:
+    """What every word at one ``<*>`` position starts and ends with, and the shortest word."""
+
+    prefix: str
+    suffix: str
+    shortest: int
+
+    @classmethod
+    def of(cls, word: str) -> Affix:
+        return cls(word, word, len(word))
+
+    def add(self, word: str) -> None:
+        self.prefix = _common_prefix(self.prefix, word)
+        self.suffix = _common_suffix(self.suffix, word)
+        self.shortest = min(self.shortest, len(word))
+
+    def show(self) -> str:
+        """``<*>`` with the shared prefix up to its last separator and the shared suffix from
+        its first ("user=root", "user=uucp": ``user=<*>``; "()", "(<*>)": ``(<*>)``); a shared
+        part of a word ("Paused", "Resumed") is not kept."""
+        end = max(map(self.prefix.rfind, _PREFIX_ENDS)) + 1
+        start = min((i for i in map(self.suffix.find, _SUFFIX_STARTS) if i >= 0), default=None)
+        head = self.prefix[:end]
+        tail = "" if start is None else self.suffix[start:]
+        if len(head) + len(tail) > self.shortest or WILDCARD in head or WILDCARD in tail:
+            return WILDCARD
+        return head + WILDCARD + tail
+
+
+_PREFIX_ENDS = tuple("=:([{/@#,;|\"'")
+_SUFFIX_STARTS = tuple(")]},;:|\"'")
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def _common_suffix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(reversed(a), reversed(b), strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[len(a) - n :]
+
+
+# A position's words as a split sees them: word -> lines, or None once the position is a
+# parameter for good (a masked value met it, or it has more words than a split allows).
+Values = dict[str, int] | None
+
+
 @dataclass
 class _Node:
     children: dict[str, _Node] = field(default_factory=dict)
@@ -204,6 +389,13 @@ class _Cluster:
     tokens: list[str]
     route: Tokens
     count: int = 0
+    # Per ``<*>`` position of ``tokens``: the words the cluster's lines have there (see
+    # MinerConfig.split_max_values); kept only while splitting is on.
+    values: dict[int, Values] = field(default_factory=dict)
+    # Per ``<*>`` position: what all its words share (see Affix), for the template's text.
+    affixes: dict[int, Affix] = field(default_factory=dict)
+    # The template's tokens as shown (affixes kept); None when it must be computed again.
+    shown: list[str] | None = None
 
     @property
     def text(self) -> str:
@@ -231,6 +423,8 @@ class TemplateMiner:
         self._roots: dict[int, _Node] = {}
         self._clusters: list[_Cluster] = []
         self._seen: dict[Tokens, _Seen] = {}
+        self._bad: Counter[str] = Counter()
+        self._templates: dict[str, Template] | None = None  # cache of templates()
 
     @property
     def config(self) -> MinerConfig:
@@ -245,9 +439,14 @@ class TemplateMiner:
         """Offset the next added line gets within this miner's partition."""
         return self._next_offset
 
+    @property
+    def bad_input(self) -> dict[str, int]:
+        """Lines added so far that were empty, binary or truncated (see MinerConfig.inspect)."""
+        return {kind: self._bad[kind] for kind in BAD_INPUT_KINDS}
+
     def __len__(self) -> int:
-        """Number of distinct templates (clusters whose texts coincide count once)."""
-        return len({cluster.text for cluster in self._clusters})
+        """Number of distinct templates."""
+        return len(self.templates())
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -255,27 +454,53 @@ class TemplateMiner:
         """Learn from one log content; return the id and text of its template *as of now*."""
         position = (self._partition, self._next_offset)
         self._next_offset += 1
-        cluster = self._clusters[self.learn(self._config.tokens(content), 1, position)]
-        return template_id(cluster.text), cluster.text
+        tokens, bad = self._config.inspect(content)
+        if bad is not None:
+            self._bad[bad] += 1
+        index = self.learn(tokens, 1, position)
+        text = self._final_text(index, tokens)
+        return template_id(text), text
 
     def learn(self, tokens: Tokens, count: int, first_seen: Position) -> int:
         """Add ``count`` occurrences of one masked token sequence; return its cluster's index."""
+        self._templates = None
         seen = self._seen.get(tokens)
         if seen is not None:
             seen.count += count
             seen.first_seen = min(seen.first_seen, first_seen)
-            self._clusters[seen.cluster].count += count
+            cluster = self._clusters[seen.cluster]
+            cluster.count += count
+            for position, values in cluster.values.items():
+                if values is not None:
+                    word = tokens[position]
+                    values[word] = values.get(word, 0) + count
             return seen.cluster
         leaf = self._search(tokens)
         index = self._best_match(leaf, tokens) if leaf is not None else None
         if index is None:
             index = self._new_cluster(tokens)
         else:
-            cluster = self._clusters[index]
-            cluster.tokens = generalise(cluster.tokens, tokens)
+            self._join(self._clusters[index], tokens, count)
         self._clusters[index].count += count
         self._seen[tokens] = _Seen(index, count, first_seen)
         return index
+
+    def _join(self, cluster: _Cluster, tokens: Tokens, count: int) -> None:
+        """Generalise the cluster's template with a new sequence (and track its words)."""
+        limit = self._config.split_max_values
+        cluster.shown = None
+        for position, (expected, actual) in enumerate(zip(cluster.tokens, tokens, strict=True)):
+            if expected == actual and expected != WILDCARD:
+                continue
+            if expected != WILDCARD:  # every earlier line had the old word here
+                cluster.tokens[position] = WILDCARD
+                cluster.affixes[position] = Affix.of(expected)
+                if limit:
+                    cluster.values[position] = {}
+                    _add_word(cluster.values, position, expected, cluster.count, limit)
+            cluster.affixes[position].add(actual)
+            if limit:
+                _add_word(cluster.values, position, actual, count, limit)
 
     def _search(self, tokens: Tokens) -> _Node | None:
         node = self._roots.get(len(tokens))
@@ -301,7 +526,11 @@ class TemplateMiner:
     def _new_cluster(self, tokens: Tokens) -> int:
         index = len(self._clusters)
         route = self._route_for_insert(tokens)
-        self._clusters.append(_Cluster(tokens=list(tokens), route=route))
+        cluster = _Cluster(tokens=list(tokens), route=route)
+        cluster.affixes = {p: Affix.of(t) for p, t in enumerate(tokens) if t == WILDCARD}
+        if self._config.split_max_values:
+            cluster.values = {p: None for p, token in enumerate(tokens) if token == WILDCARD}
+        self._clusters.append(cluster)
         self._attach(index, route)
         return index
 
@@ -317,7 +546,7 @@ class TemplateMiner:
 
     def _insert_key(self, node: _Node | None, token: str) -> str:
         """Drain's branching rule, including the ``max_children`` cap."""
-        if has_digit(token):
+        if has_digit(token) or (self._config.route_masked and WILDCARD in token):
             return WILDCARD
         children = node.children if node is not None else {}
         if token in children:
@@ -332,28 +561,68 @@ class TemplateMiner:
             node = node.children.setdefault(key, _Node())
         node.clusters.append(index)
 
+    # -- from clusters to templates ---------------------------------------------------------
+
+    def _split_positions(self, cluster: _Cluster) -> list[int]:
+        """The ``<*>`` positions of a cluster that are split into one template per word."""
+        limit, least = self._config.split_max_values, self._config.split_min_lines
+        return [
+            position
+            for position, values in sorted(cluster.values.items())
+            if values is not None and 2 <= len(values) <= limit and min(values.values()) >= least
+        ]
+
+    def _final_text(self, index: int, tokens: Tokens, *, known_only: bool = False) -> str:
+        """The template text of a sequence of cluster ``index``: the cluster's template, its
+        split positions filled with the sequence's words (with ``known_only``, only words
+        the cluster has seen), runs collapsed if ``merge_lengths``."""
+        cluster = self._clusters[index]
+        final = self._shown(cluster)
+        if cluster.values:
+            positions = self._split_positions(cluster)
+            if positions:
+                final = list(final)
+                for position in positions:
+                    word = tokens[position]
+                    values = cluster.values[position]
+                    if not known_only or (values is not None and word in values):
+                        final[position] = word
+        if self._config.merge_lengths:
+            final = collapse_runs(final)
+        return " ".join(final)
+
+    def _shown(self, cluster: _Cluster) -> list[str]:
+        """The cluster's template tokens with their affixes (``keep_affixes``)."""
+        if not self._config.keep_affixes:
+            return cluster.tokens
+        if cluster.shown is None:
+            shown = list(cluster.tokens)
+            for position, affix in cluster.affixes.items():
+                shown[position] = affix.show()
+            cluster.shown = shown
+        return cluster.shown
+
     # -- inference --------------------------------------------------------------------------
 
     def match(self, content: str) -> tuple[str, str] | None:
         """The template a line belongs to, without changing any state; None if it has none.
 
-        A sequence seen in training gets its own cluster. A new one gets, in turn: the most
+        A sequence seen in training gets its own template. A new one gets, in turn: the most
         specific template in its leaf that covers it, the cluster ``add`` would have put it
         in (without generalising it), or the most specific covering template of the same
-        length anywhere (for lines whose leading token routes them elsewhere).
+        length anywhere (for lines whose leading token routes them elsewhere). Where that
+        cluster is split by a word, a word it has seen picks its template; a new word gets the
+        unsplit template (``<*>`` there), which no line has yet.
         """
-        index = self._match_index(self._config.tokens(content))
-        if index is None:
-            return None
-        text = self._clusters[index].text
-        return template_id(text), text
+        return self.match_tokens(self._config.tokens(content))
 
     def match_tokens(self, tokens: Tokens) -> tuple[str, str] | None:
         """:meth:`match` for a sequence that is already masked and tokenised."""
-        index = self._match_index(tuple(tokens))
+        tokens = tuple(tokens)
+        index = self._match_index(tokens)
         if index is None:
             return None
-        text = self._clusters[index].text
+        text = self._final_text(index, tokens, known_only=tokens not in self._seen)
         return template_id(text), text
 
     def _match_index(self, tokens: Tokens) -> int | None:
@@ -387,14 +656,17 @@ class TemplateMiner:
     # -- reading the state ------------------------------------------------------------------
 
     def templates(self) -> dict[str, Template]:
-        """All templates by id, sorted by id; clusters with the same text are one template."""
-        counts: Counter[str] = Counter()
-        for cluster in self._clusters:
-            counts[cluster.text] += cluster.count
-        by_id = {
-            template_id(text): Template(template_id(text), text, n) for text, n in counts.items()
-        }
-        return dict(sorted(by_id.items()))
+        """All templates by id, sorted by id (computed once per change of the state)."""
+        if self._templates is None:
+            counts: Counter[str] = Counter()
+            for tokens, seen in self._seen.items():
+                counts[self._final_text(seen.cluster, tokens)] += seen.count
+            by_id = {
+                template_id(text): Template(template_id(text), text, n)
+                for text, n in counts.items()
+            }
+            self._templates = dict(sorted(by_id.items()))
+        return dict(self._templates)
 
     def sequences(self) -> dict[Tokens, SequenceStats]:
         """Every distinct masked sequence learned, with its count and first position."""
@@ -405,7 +677,7 @@ class TemplateMiner:
         return self._template_id_of(tokens) if tokens in self._seen else None
 
     def _template_id_of(self, tokens: Tokens) -> str:
-        return template_id(self._clusters[self._seen[tokens].cluster].text)
+        return template_id(self._final_text(self._seen[tokens].cluster, tokens))
 
     # -- serialisation ----------------------------------------------------------------------
 
@@ -417,6 +689,7 @@ class TemplateMiner:
             "config": self._config.to_dict(),
             "partition": self._partition,
             "next_offset": self._next_offset,
+            "bad_input": self.bad_input,
             "clusters": [
                 {"tokens": list(c.tokens), "route": list(c.route), "count": c.count}
                 for c in self._clusters
@@ -438,6 +711,7 @@ class TemplateMiner:
             raise ValueError(f"not a {STATE_FORMAT} state: format={data.get('format')!r}")
         miner = cls(MinerConfig.from_dict(data["config"]), partition=int(data["partition"]))
         miner._next_offset = int(data["next_offset"])
+        miner._bad.update({k: int(v) for k, v in data.get("bad_input", {}).items() if v})
         for item in data["clusters"]:
             cluster = _Cluster(list(item["tokens"]), tuple(item["route"]), int(item["count"]))
             miner._clusters.append(cluster)
@@ -447,7 +721,40 @@ class TemplateMiner:
             miner._seen[tuple(item["tokens"])] = _Seen(
                 int(item["cluster"]), int(item["count"]), (int(partition), int(offset))
             )
+        miner._rebuild_values()
         return miner
+
+    def _rebuild_values(self) -> None:
+        """The words of every cluster's ``<*>`` positions, from its sequences (what learning
+        kept: every line of a cluster is one of its sequences)."""
+        limit = self._config.split_max_values
+        for cluster in self._clusters:
+            wildcards = [p for p, token in enumerate(cluster.tokens) if token == WILDCARD]
+            cluster.values = {p: {} for p in wildcards} if limit else {}
+        for tokens, seen in self._seen.items():
+            cluster = self._clusters[seen.cluster]
+            for position, token in enumerate(cluster.tokens):
+                if token == WILDCARD:
+                    word = tokens[position]
+                    if position in cluster.affixes:
+                        cluster.affixes[position].add(word)
+                    else:
+                        cluster.affixes[position] = Affix.of(word)
+            for position in cluster.values:
+                _add_word(cluster.values, position, tokens[position], seen.count, limit)
+
+
+def _add_word(values: dict[int, Values], position: int, word: str, count: int, limit: int) -> None:
+    """Count ``word`` at ``position``; a masked word or one word too many ends the tracking."""
+    words = values.get(position)
+    if words is None:
+        return
+    if WILDCARD in word:
+        values[position] = None
+        return
+    words[word] = words.get(word, 0) + count
+    if len(words) > limit:
+        values[position] = None
 
 
 def _by_first_seen(item: tuple[Tokens, SequenceStats]) -> tuple[Position, Tokens]:
@@ -496,7 +803,9 @@ def merge(
         if miner.config != first.config:
             raise ValueError("cannot merge miners with different configurations")
     combined: dict[Tokens, SequenceStats] = {}
+    bad: Counter[str] = Counter()
     for miner in miners:
+        bad.update(miner._bad)
         for tokens, (count, first_seen) in miner.sequences().items():
             if tokens in combined:
                 old_count, old_first = combined[tokens]
@@ -506,16 +815,19 @@ def merge(
     last = max(miner.partition for miner in miners)
     merged = mine_sequences(combined, first.config, order=order, partition=last)
     merged._next_offset = max(m.next_offset for m in miners if m.partition == last)
+    merged._bad = bad
     return merged
 
 
 @dataclass(frozen=True)
 class MiningResult:
-    """What :func:`mine_two_pass` returns: one final template id per input line, in order."""
+    """What :func:`mine_two_pass` returns: one final template id per input line, in order,
+    and how many lines were empty, binary or truncated."""
 
     assignments: list[str]
     templates: dict[str, Template]
     miner: TemplateMiner
+    bad_input: dict[str, int] = field(default_factory=dict)
 
 
 def mine_two_pass(
@@ -531,12 +843,35 @@ def mine_two_pass(
     lines in order, but every line carries its *final* template (see the module docstring).
     """
     config = config or MinerConfig()
-    line_tokens = [config.tokens(line) for line in lines]
+    bad: Counter[str] = Counter()
+    line_tokens: list[Tokens] = []
+    for line in lines:
+        tokens, kind = config.inspect(line)
+        if kind is not None:
+            bad[kind] += 1
+        line_tokens.append(tokens)
+    return mine_token_lines(line_tokens, config, order=order, bad_input=bad)
+
+
+def mine_token_lines(
+    line_tokens: Sequence[Tokens],
+    config: MinerConfig,
+    *,
+    order: ReplayOrder = "frequency",
+    bad_input: Mapping[str, int] | None = None,
+) -> MiningResult:
+    """:func:`mine_two_pass` for lines already masked and tokenised (by ``config.tokens``)."""
     sequences: dict[Tokens, SequenceStats] = {}
     for offset, tokens in enumerate(line_tokens):
         count, first_seen = sequences.get(tokens, (0, (0, offset)))
         sequences[tokens] = (count + 1, first_seen)
     miner = mine_sequences(sequences, config, order=order)
     miner._next_offset = len(line_tokens)
+    miner._bad = Counter({k: v for k, v in (bad_input or {}).items() if v})
     final = {tokens: miner._template_id_of(tokens) for tokens in sequences}
-    return MiningResult([final[tokens] for tokens in line_tokens], miner.templates(), miner)
+    return MiningResult(
+        [final[tokens] for tokens in line_tokens],
+        miner.templates(),
+        miner,
+        miner.bad_input,
+    )
