@@ -119,7 +119,7 @@ class MinerConfig:
     ``max_line_chars`` and ``max_tokens``: bounds on one line (0: none); see :meth:`inspect`.
     """
 
-    sim_threshold: float = 0.7
+    sim_threshold: float = 0.8
     depth: int = 5
     max_children: int = 100
     masks: tuple[Mask, ...] = DEFAULT_MASKS
