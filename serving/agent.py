@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from opsassist.agent import kube
 from opsassist.agent.airflow_api import trigger_dag
-from opsassist.agent.loop import Agent, AgentReply
+from opsassist.agent.loop import COMMAND, Agent, AgentReply
 from opsassist.agent.roles import ANONYMOUS, Principal
-from opsassist.agent.store import AgentStore
+from opsassist.agent.store import AgentStore, AuditStoreUnavailable
 from opsassist.agent.tools import build_registry
 from opsassist.chat.pipeline import ChatRequest, estimate_tokens
 from opsassist.documents import SearchHit
@@ -32,6 +32,10 @@ from serving.errors import APIError
 from serving.openai_format import DONE, ChunkWriter, completion
 
 log = get_logger("serving.agent")
+AGENT_DOWN_NOTICE = (
+    "_The action agent is unavailable (its database cannot be reached), so nothing was run or "
+    "proposed: the answer below is from the runbooks only._\n\n"
+)
 router = APIRouter(prefix="/v1", dependencies=[Depends(check_api_key)])
 
 
@@ -72,7 +76,14 @@ async def agent_chat(
     question = chat.messages[-1]["content"].strip()
     if not question:
         return None
-    reply = await asyncio.to_thread(agent.respond, question, principal(request))
+    try:
+        reply = await asyncio.to_thread(agent.respond, question, principal(request))
+    except AuditStoreUnavailable:
+        if COMMAND.match(question):  # an approval is never answered with a runbook
+            raise
+        log.warning("agent unavailable: audit store down; plain answer instead")
+        request.state.agent_notice = AGENT_DOWN_NOTICE
+        return None
     if reply is None:
         return None
     request.state.log_cache = "bypass"

@@ -29,20 +29,22 @@ from opsassist.chat.pipeline import ChatPipeline, ChatRequest, InvalidChatReques
 from opsassist.index.base import (
     EmbeddingModelMismatch,
     Filters,
+    IndexNotFoundError,
     IndexStore,
     IndexUnavailableError,
     check_model,
 )
 from opsassist.llm.client import KServeClient, client_from_settings
 from opsassist.logs import configure_logging, get_correlation_id, get_logger
-from opsassist.search import search
+from opsassist.search import EmptyQueryError, search
 from opsassist.settings import Settings, get_settings
 from opsassist.stores import get_cache, get_index_store
 from opsassist.timeparse import parse_since
 from serving.agent import agent_chat, build_agent
 from serving.agent import router as agent_router
 from serving.auth import check_api_key, parse_api_keys, parse_principals
-from serving.errors import APIError, error_body, install_error_handlers
+from serving.errors import RETRY_AFTER_SECONDS, APIError, error_body, install_error_handlers
+from serving.limits import RequestLimitsMiddleware
 from serving.metrics import Metrics
 from serving.middleware import RequestContextMiddleware
 from serving.openai_format import DONE, ChunkWriter, completion, sse
@@ -50,6 +52,7 @@ from serving.schemas import ChatCompletionIn, SearchIn
 from serving.sources import router as sources_router
 
 log = get_logger("serving")
+RETRY_AFTER = {"Retry-After": RETRY_AFTER_SECONDS}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _EXPOSED = [
     "X-Request-ID",
@@ -114,9 +117,10 @@ def _index_check(s: Services) -> dict[str, Any]:
 def _cache_check(s: Services) -> dict[str, Any]:
     try:
         ok = bool(s.cache.ping())
+        pack_version = s.cache.pack_version() if ok else None
     except Exception as exc:
         return {"ok": False, "backend": s.settings.cache_backend, "detail": str(exc)}
-    return {"ok": ok, "backend": s.settings.cache_backend, "pack_version": s.cache.pack_version()}
+    return {"ok": ok, "backend": s.settings.cache_backend, "pack_version": pack_version}
 
 
 @ops.get("/readyz")
@@ -335,6 +339,10 @@ async def chat_completions(
         except BaseException:
             await pieces.aclose()
             raise
+        notice = getattr(request.state, "agent_notice", "")
+        if notice:
+            headers["X-OpsAssist-Degraded"] = "agent"
+            first = notice + (first or "")
         if outcome.degraded is not None:
             headers["X-OpsAssist-Degraded"] = outcome.degraded
         headers |= {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -349,9 +357,12 @@ async def chat_completions(
     _observe_outcome(s, outcome, request)
     if outcome.degraded is not None:
         headers["X-OpsAssist-Degraded"] = outcome.degraded
+    notice = getattr(request.state, "agent_notice", "")
+    if notice:
+        headers["X-OpsAssist-Degraded"] = "agent"
     data = completion(
         s.settings.chat_model_id,
-        outcome.text,
+        notice + outcome.text,
         outcome.finish_reason,
         outcome.usage,
         {"opsassist": _extension(prepared, outcome)},
@@ -390,9 +401,15 @@ async def search_endpoint(body: SearchIn, request: Request) -> JSONResponse:
             mode=body.mode,
             filters=filters,
         )
+    except EmptyQueryError as exc:
+        raise APIError(400, str(exc), param="query", code="invalid_request") from exc
+    except IndexNotFoundError as exc:
+        raise APIError(404, str(exc), param="index", code="index_not_found") from exc
     except (IndexUnavailableError, ConnectionError) as exc:
         s.metrics.errors.labels("index").inc()
-        raise APIError(503, str(exc), type="server_error", code="index_unavailable") from exc
+        raise APIError(
+            503, str(exc), type="server_error", code="index_unavailable", headers=RETRY_AFTER
+        ) from exc
     except EmbeddingModelMismatch as exc:
         s.metrics.errors.labels("index").inc()
         raise APIError(503, str(exc), type="server_error", code="embedding_model_mismatch") from exc
@@ -492,6 +509,11 @@ def create_app(
     app.include_router(v1)
     app.include_router(agent_router)
     app.include_router(sources_router)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.api_max_request_bytes,
+        max_in_flight=settings.api_max_concurrent_per_key,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     app.add_middleware(

@@ -102,7 +102,31 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     return internal_error_response()
 
 
+RETRY_AFTER_SECONDS = "5"
+
+
+async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+    """A dependency that is down (the action store, the index, the cache): 503, retry later."""
+    log.warning("dependency unavailable", extra={"error": type(exc).__name__})
+    from opsassist.index.base import IndexNotFoundError
+
+    if isinstance(exc, IndexNotFoundError):
+        return error_response(404, str(exc), "invalid_request_error", code="index_not_found")
+    return error_response(
+        503,
+        str(exc) or "a dependency is unavailable",
+        "server_error",
+        code="dependency_unavailable",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from opsassist.agent.store import AuditStoreUnavailable
+    from opsassist.index.base import IndexUnavailableError
+
+    app.add_exception_handler(AuditStoreUnavailable, _dependency_down)
+    app.add_exception_handler(IndexUnavailableError, _dependency_down)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

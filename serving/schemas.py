@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ContentPart(BaseModel):
@@ -61,9 +61,16 @@ class SearchIn(BaseModel):
     """``POST /v1/search``: the same search as ``opsassist search --json``."""
 
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, max_length=4000)
     k: int = Field(default=5, ge=1, le=100)
     mode: Literal["hybrid", "bm25", "vector"] = "hybrid"
     source_types: list[str] = Field(default_factory=list)
     since: str | None = None
     index: str | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, query: str) -> str:
+        if not query.strip():
+            raise ValueError("the query is empty (only whitespace)")
+        return query

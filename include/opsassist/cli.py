@@ -48,10 +48,24 @@ def index_runbooks(
     ] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: a new one).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    allow_shrink: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="Let the build delete more than OPSASSIST_INDEX_MAX_SHRINK of the index.",
+        ),
+    ] = False,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Let a folder with no runbook build.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Parse, chunk, embed, validate and index runbooks; promote the build if it passes."""
     settings = _setup(verbose)
+    overrides = {"index_allow_shrink": True} if allow_shrink else {}
+    if allow_empty:
+        overrides["index_allow_empty"] = True
+    settings = settings.model_copy(update=overrides) if overrides else settings
     run_id = run_id or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with correlation_scope(run_id):
         try:
@@ -245,9 +259,41 @@ def versions_command(
         current = store.current_version(alias)
         for version in store.list_versions(alias):
             marker = "*" if version == current else " "
-            print(f"{marker} {version}  {store.count(version)} chunks")
+            try:
+                size = f"{store.count(version)} chunks"
+            except Exception:  # a build killed half-way; the next promotion drops it
+                size = "incomplete (a build that did not finish)"
+            print(f"{marker} {version}  {size}")
     except Exception as exc:
         raise _fail(exc) from exc
+
+
+@app.command("rollback")
+def rollback_command(
+    alias: Annotated[
+        str | None, typer.Argument(help="Index alias (default: OPSASSIST_RUNBOOK_INDEX).")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version (default: the one before the current).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit record.")] = "",
+) -> None:
+    """Point an index alias back at an earlier version (audited in <data>/audit/index.jsonl)."""
+    settings = _setup()
+    try:
+        from opsassist.index.lifecycle import rollback
+        from opsassist.stores import get_index_store
+
+        record = rollback(
+            get_index_store(settings),
+            alias or settings.runbook_index,
+            settings.data_dir,
+            to=to,
+            reason=reason,
+        )
+    except Exception as exc:
+        raise _fail(exc) from exc
+    print(f"index {record['alias']}: {record['from']} -> {record['to']} (rolled back)")
 
 
 @app.command("audit")

@@ -10,11 +10,16 @@ from opsassist.index.base import (
     Query,
     SearchMode,
     check_model,
+    check_version_exists,
     hybrid_search,
     resolve_target,
 )
 from opsassist.settings import Settings, get_settings
 from opsassist.stores import fusion_config, get_index_store
+
+
+class EmptyQueryError(ValueError):
+    """A query with no words: any hits would be arbitrary."""
 
 
 def search(
@@ -30,8 +35,12 @@ def search(
     """Search an alias (default: the runbook index) or a version; best first. A version built
     with another embedding model than the configured one is refused (``EmbeddingModelMismatch``)
     for vector and hybrid search."""
+    if not text.strip():
+        raise EmptyQueryError("the query is empty: give the words to search for")
     settings = settings or get_settings()
     store = store or get_index_store(settings)
+    if target is not None:
+        check_version_exists(store, target)
     version = resolve_target(store, target or settings.runbook_index)
     vector = None
     if mode != "bm25":

@@ -84,6 +84,21 @@ class Settings(BaseSettings):
     keep_versions: int = Field(
         default=3, description="Promoted index versions kept for rollback (older ones dropped)."
     )
+    index_max_shrink: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of the promoted version's chunks a runbook build may delete; "
+        "a build deleting more is refused unless OPSASSIST_INDEX_ALLOW_SHRINK (--allow-shrink).",
+    )
+    index_allow_shrink: bool = Field(
+        default=False, description="Let this build delete more than OPSASSIST_INDEX_MAX_SHRINK."
+    )
+    index_allow_empty: bool = Field(
+        default=False,
+        description="Let a runbook source with no runbook in it build (an empty index); "
+        "otherwise it is an error (--allow-empty).",
+    )
     embedded_ann_min_rows: int = Field(
         default=50_000,
         description="Embedded store builds an HNSW vector index from this many rows (else exact).",
@@ -390,6 +405,17 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         default="*", description="Comma-separated origins allowed by CORS (Open WebUI), or *."
     )
+    api_max_request_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Largest request body the chat server reads; a larger one gets 413.",
+    )
+    api_max_concurrent_per_key: int = Field(
+        default=8,
+        ge=1,
+        description="Requests one API key (or, without keys, one client address) may have in "
+        "flight on /v1; more get 429 with Retry-After.",
+    )
     chat_model_id: str = Field(
         default="opsassist", description="Model id the chat server lists at /v1/models."
     )
@@ -515,6 +541,11 @@ class Settings(BaseSettings):
         "models), or the model through OpenAI tool calls (GPT-OSS-20b in production).",
     )
     agent_max_steps: int = Field(default=6, description="Tool calls per question, at most.")
+    agent_allow_self_approval: bool = Field(
+        default=False,
+        description="An operator may approve a change they proposed themselves (default: four "
+        "eyes, another operator or an admin approves).",
+    )
     agent_tool_output_chars: int = Field(
         default=1500, description="Characters of one tool result kept (the rest is cut)."
     )

@@ -166,6 +166,7 @@ def test_failed_validation_refuses_promotion(
         _run(settings, small_corpus, store, redis_cache, "g2")
     assert store.current_version(settings.runbook_index) == good
     assert redis_cache.pack_version() == good
+    assert store.list_versions(settings.runbook_index) == [good]  # the refused build is not kept
 
 
 def test_an_unchanged_corpus_still_publishes_its_pack_to_a_cache_that_lacks_it(
@@ -221,3 +222,93 @@ def test_a_new_embedding_model_rebuilds_the_index_and_the_old_model_is_refused(
     with pytest.raises(EmbeddingModelMismatch, match="built with the embedding model"):
         search("pod keeps restarting", settings=english, store=store, k=3)
     assert search("pod restart", settings=english, store=store, k=3, mode="bm25")  # no vectors
+
+
+# --- hardening: a wrong folder, rollback, an empty folder, concurrent builds, a killed build -----
+def test_a_wrong_folder_is_refused_instead_of_wiping_the_index_and_rollback_goes_back(
+    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache, store: IndexStore
+) -> None:
+    from opsassist.index.base import IndexNotFoundError
+    from opsassist.index.lifecycle import RollbackError, rollback
+
+    alias = settings.runbook_index
+    v1 = _run(settings, small_corpus, store, redis_cache, "w1")["version"]
+    path = small_corpus / TARGET
+    path.write_text(path.read_text() + "\n\n## Escalation\n\nPage the owning team.\n")
+    v2 = _run(settings, small_corpus, store, redis_cache, "w2")["version"]
+    full = store.count(v2)
+
+    wrong = small_corpus.parent / "wrong"
+    (wrong / "etcd").mkdir(parents=True)
+    shutil.copy(small_corpus / "etcd/etcdNoLeader.md", wrong / "etcd/etcdNoLeader.md")
+    with pytest.raises(pipeline.BuildRefusedError, match=r"would shrink .* --allow-shrink"):
+        _run(settings, wrong, store, redis_cache, "w3")
+    assert store.current_version(alias) == v2 and store.count(v2) == full
+    assert store.list_versions(alias) == [v1, v2]
+
+    allowed = settings.model_copy(update={"index_allow_shrink": True})
+    v3 = _run(allowed, wrong, store, redis_cache, "w4")["version"]
+    assert store.current_version(alias) == v3 and store.count(v3) < full / 4
+
+    record = rollback(store, alias, settings.data_dir, actor="oncall", reason="wrong folder")
+    assert (record["from"], record["to"]) == (v3, v2)
+    assert store.current_version(alias) == v2
+    audit = (settings.data_dir / "audit" / "index.jsonl").read_text().splitlines()
+    assert '"actor": "oncall"' in audit[-1] and '"reason": "wrong folder"' in audit[-1]
+    assert rollback(store, alias, settings.data_dir, to=v1)["to"] == v1
+    with pytest.raises(IndexNotFoundError):
+        rollback(store, alias, settings.data_dir, to=f"{alias}-v9999")
+    with pytest.raises(RollbackError, match="already points"):
+        rollback(store, alias, settings.data_dir, to=v1)
+
+
+def test_an_empty_folder_is_an_error_unless_allowed(
+    settings: Settings, tmp_path: Path, redis_cache: RedisKnowledgeCache, store: IndexStore
+) -> None:
+    empty = tmp_path / "empty"
+    (empty / "notes").mkdir(parents=True)
+    (empty / "notes" / "README.txt").write_text("not a runbook")
+    with pytest.raises(pipeline.BuildRefusedError, match=r"no runbook found under .*allow-empty"):
+        _run(settings, empty, store, redis_cache, "e1")
+    allowed = settings.model_copy(update={"index_allow_empty": True})
+    summary = _run(allowed, empty, store, redis_cache, "e2")
+    assert summary["collect"]["runbooks"] == 0 and summary["promoted"] is False
+
+
+def test_a_second_build_of_the_same_alias_fails_clearly_while_the_first_runs(
+    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache
+) -> None:
+    from opsassist.index.lifecycle import BuildLockedError, build_lock
+
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    held = build_lock(settings.data_dir, settings.runbook_index)
+    with held, pytest.raises(BuildLockedError, match=r"another build of 'runbooks' is running"):
+        _run(settings, small_corpus, store, redis_cache, "l1")
+    assert store.list_versions(settings.runbook_index) == []
+    assert _run(settings, small_corpus, store, redis_cache, "l2")["promoted"]  # lock released
+
+
+def test_a_build_killed_half_way_is_listed_as_incomplete_and_dropped_by_the_next_promotion(
+    settings: Settings, small_corpus: Path, redis_cache: RedisKnowledgeCache
+) -> None:
+    """A kill -9 between creating a version and writing it leaves a table folder without a
+    manifest (made here directly: the state LanceDB leaves)."""
+    from typer.testing import CliRunner
+
+    from opsassist.cli import app
+
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    v1 = _run(settings, small_corpus, store, redis_cache, "k1")["version"]
+    (settings.embedded_index_dir / "lancedb" / "runbooks-v0002.lance" / "data").mkdir(parents=True)
+    assert store.list_versions(settings.runbook_index) == [v1, "runbooks-v0002"]
+
+    listed = CliRunner().invoke(app, ["versions"])
+    assert listed.exit_code == 0, listed.output
+    assert f"* {v1}" in listed.output
+    assert "runbooks-v0002  incomplete" in listed.output
+
+    path = small_corpus / TARGET
+    path.write_text(path.read_text() + "\n\n## Escalation\n\nPage the owning team.\n")
+    v3 = _run(settings, small_corpus, store, redis_cache, "k2")["version"]
+    assert v3 == "runbooks-v0003"
+    assert store.list_versions(settings.runbook_index) == [v1, v3]

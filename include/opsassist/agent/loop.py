@@ -31,7 +31,9 @@ from opsassist.settings import Settings
 
 log = get_logger(__name__)
 
-COMMAND = re.compile(r"^\s*(approve|reject|status|show)\s+(act-[0-9a-f]{8})\s*[.!]?\s*$", re.I)
+COMMAND = re.compile(
+    r"^\s*(?:(approve|reject)\s+(\S{1,64}?)|(status|show)\s+(act-\S{1,60}?))\s*[.!]?\s*$", re.I
+)
 Trigger = Callable[[dict[str, Any]], str]
 
 
@@ -93,7 +95,8 @@ class Agent:
         """The agent's answer, or ``None`` when the question needs no tool (plain RAG answers)."""
         command = COMMAND.match(question)
         if command:
-            verb, action_id = command.group(1).lower(), command.group(2).lower()
+            verb = (command.group(1) or command.group(3)).lower()
+            action_id = (command.group(2) or command.group(4)).lower()
             if verb == "approve":
                 return self.approve(action_id, who)
             if verb == "reject":
@@ -272,6 +275,16 @@ class Agent:
                 action_id,
                 f"{who.user} has role {who.role}: {verb} a change needs operator or admin",
             )
+        if event == "approval" and not self.settings.agent_allow_self_approval:
+            action = self.store.get_action(action_id)
+            if action is not None and action.requested_by == who.user:
+                return self._command_refused(
+                    who,
+                    f"{event}_refused",
+                    action_id,
+                    f"{who.user} proposed {action_id}: another operator must approve it "
+                    "(four eyes; OPSASSIST_AGENT_ALLOW_SELF_APPROVAL relaxes this)",
+                )
         moved = self.store.transition(
             action_id,
             ("pending",),
@@ -358,9 +371,11 @@ class Agent:
         )
 
     def reject(self, action_id: str, who: Principal) -> AgentReply:
-        rejected = self._decide(
-            action_id, who, "rejected", "rejection", f"{action_id} is not pending"
+        action = self.store.get_action(action_id)
+        why_not = (
+            f"{action_id} is {action.status}, not pending" if action else f"no action {action_id}"
         )
+        rejected = self._decide(action_id, who, "rejected", "rejection", why_not)
         if isinstance(rejected, AgentReply):
             return rejected
         return AgentReply(
@@ -373,7 +388,10 @@ class Agent:
             return AgentReply(f"No action {action_id}.", "command")
         lines = [f"{action_id}: {action.status} — {describe_change(action)}"]
         if action.approved_by:
-            lines.append(f"approved by {action.approved_by} via {action.approval_via}")
+            verb = "rejected" if action.status == "rejected" else "approved"
+            lines.append(f"{verb} by {action.approved_by} via {action.approval_via}")
+        if action.status == "expired":
+            lines.append(f"expired at {action.expires_at.isoformat()} without a decision")
         if action.dag_run_id:
             lines.append(f"DAG run: {action.dag_run_id}")
         if action.result:

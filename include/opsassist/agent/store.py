@@ -103,6 +103,10 @@ class Action:
 _COLUMNS = [f.name for f in dataclasses.fields(Action)]
 
 
+class AuditStoreUnavailable(RuntimeError):
+    """The action and audit database cannot be reached (the message names no address)."""
+
+
 class AgentStore:
     """Both tables behind one DSN; a short connection per call (the chat server's calls are few)."""
 
@@ -114,7 +118,13 @@ class AgentStore:
     def _conn(self) -> Iterator[Any]:
         import psycopg
 
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+        try:
+            connection = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            raise AuditStoreUnavailable(
+                f"the action store (PostgreSQL) is unreachable: {type(exc).__name__}"
+            ) from exc
+        with connection as conn:
             if not self._ready:
                 conn.execute("SELECT pg_advisory_lock(74210)")
                 try:

@@ -175,9 +175,12 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
+QUESTION_CHARS = 4000  # a turn is read up to here: a pasted log beyond it adds nothing to a search
+
+
 def conversation(messages: Sequence[Message]) -> tuple[list[str], str]:
     """The user turns, and the current question (the last message, which must be the user's)."""
-    users = [m["content"] for m in messages if m["role"] == "user"]
+    users = [m["content"][:QUESTION_CHARS] for m in messages if m["role"] == "user"]
     if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
         raise InvalidChatRequest("the last message must be a non-empty user message", "messages")
     return users, users[-1]

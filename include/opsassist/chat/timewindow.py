@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import re
 
-from opsassist.timeparse import parse_since
+from opsassist.timeparse import MAX_WINDOW, parse_since
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _UNIT_WORDS = {
@@ -48,8 +48,8 @@ def _unit_key(word: str) -> str:
 def _relative(number: int, unit_word: str, now: dt.datetime) -> TimeWindow:
     unit = _unit_key(unit_word)
     noun = _UNIT_WORDS[unit] + ("" if number == 1 else "s")
-    since = now - dt.timedelta(seconds=number * _UNIT_SECONDS[unit])
-    return TimeWindow(since=since, label=f"last {number} {noun}")
+    seconds = min(number * _UNIT_SECONDS[unit], int(MAX_WINDOW.total_seconds()))
+    return TimeWindow(since=now - dt.timedelta(seconds=seconds), label=f"last {number} {noun}")
 
 
 def infer_window(text: str, now: dt.datetime | None = None) -> TimeWindow | None:

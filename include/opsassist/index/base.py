@@ -32,6 +32,11 @@ class IndexUnavailableError(RuntimeError):
     """The index cannot be reached or has no promoted version."""
 
 
+class IndexNotFoundError(IndexUnavailableError):
+    """No index or version of that name exists (retrying will not help, unlike a store that
+    is down)."""
+
+
 class EmbeddingModelMismatch(RuntimeError):
     """An index version is searched with vectors of another embedding model than it was built
     with: the similarities would be meaningless. Rebuild the index with the configured model or
@@ -152,12 +157,22 @@ class IndexStore(Protocol):
     def ping(self) -> bool: ...
 
 
+def check_version_exists(store: IndexStore, target: str) -> None:
+    """``IndexNotFoundError`` if ``target`` names a version that does not exist (an alias is
+    checked by :func:`resolve_target`). One listing: for requests that name a version."""
+    match = _VERSION.match(target)
+    if match and target not in store.list_versions(match.group("alias")):
+        raise IndexNotFoundError(f"index version {target!r} does not exist")
+
+
 def resolve_target(store: IndexStore, target: str) -> str:
     """An alias resolves to its promoted version; a version name is used as is."""
     if _VERSION.match(target):
         return target
     version = store.current_version(target)
     if version is None:
+        if not store.list_versions(target):
+            raise IndexNotFoundError(f"no index named {target!r}; build it first")
         raise IndexUnavailableError(f"index {target!r} has no promoted version; build it first")
     return version
 

@@ -25,6 +25,8 @@ _PARSER = MarkdownIt("commonmark", {"html": True}).enable("table")
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
 _SUMMARY = re.compile(r"<summary[^<>]*>([^<]*)</summary>", re.IGNORECASE)
 _CODE_SPAN = re.compile(r"(`[^`\n]+`)")
+_BACKTICKS = re.compile(r"`+")
+LONG_LINE = 4000  # characters; the longest line in the shipped runbooks is under 700
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _ANCHOR_LINK = re.compile(r"\[([^\[\]]*)\]\(#[^()\s]*\)")  # [text](#anchor): a link into the page
 
@@ -133,8 +135,28 @@ def _table(tokens: Sequence[Token], start: int, lines: Sequence[str]) -> tuple[B
     return Block("p", text), index + 1
 
 
+def fence_long_lines(markdown: str, limit: int = LONG_LINE) -> str:
+    """``markdown`` with every line over ``limit`` characters outside a code block put in a code
+    block of its own: shown verbatim, not parsed. markdown-it tries its inline rules at every
+    punctuation mark (~20 us each), so one long line of them would take seconds."""
+    if len(markdown) <= limit or all(len(line) <= limit for line in markdown.splitlines()):
+        return markdown
+    out: list[str] = []
+    fence = ""
+    for line in markdown.splitlines():
+        marker = line.lstrip()[:3]
+        if marker in ("```", "~~~"):
+            fence = "" if fence and marker == fence else (fence or marker)
+        elif not fence and len(line) > limit:
+            ticks = "`" * (max((len(run) for run in _BACKTICKS.findall(line)), default=0) + 3)
+            line = f"\n{ticks}\n{line}\n{ticks}\n"
+        out.append(line)
+    return "\n".join(out)
+
+
 def markdown_blocks(markdown: str) -> list[Block]:
     """The blocks of a Markdown text, in order. Empty blocks are dropped."""
+    markdown = fence_long_lines(markdown)
     tokens = _PARSER.parse(markdown)
     lines = markdown.splitlines()
     blocks: list[Block] = []

@@ -15,7 +15,6 @@ import yaml
 
 MAX_RUNBOOK_BYTES = 1_000_000
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ORDERED_STEP = re.compile(r"^\s*\d+[.)]\s+(.+)$")
 _BULLET_STEP = re.compile(r"^\s{0,3}[-*+]\s+(.+)$")
@@ -120,6 +119,22 @@ def _extract_steps_and_commands(body: str) -> tuple[list[str], list[str]]:
     return steps, commands
 
 
+def atx_heading(line: str) -> tuple[int, str] | None:
+    """``(level, text)`` of a ``## Heading ##`` line, else None. String scanning, not a regex:
+    a heading pattern with a lazy group before optional trailing marks backtracks
+    quadratically on a line of spaces."""
+    level = len(line) - len(line.lstrip("#"))
+    if not 1 <= level <= 6 or len(line) == level or not line[level].isspace():
+        return None
+    text = line[level:].strip()
+    if not text:
+        return None
+    closed = text.rstrip("#")
+    if closed != text and (not closed or not closed[-1].isspace()):
+        closed = text  # "C#" or "###": the marks are the text, not a closing sequence
+    return level, closed.strip() or text
+
+
 def parse_runbook(text: str, source: str) -> Runbook:
     """Parse runbook text; ``source`` is its path relative to the indexed root."""
     front_matter, body = split_front_matter(text)
@@ -146,11 +161,11 @@ def parse_runbook(text: str, source: str) -> Runbook:
     for line in body.splitlines():
         if _FENCE.match(line):
             in_fence = not in_fence
-        heading = None if in_fence else _HEADING.match(line)
+        heading = None if in_fence else atx_heading(line)
         if heading is None:
             buffer.append(line)
             continue
-        level, name = len(heading.group(1)), heading.group(2).strip()
+        level, name = heading
         flush()
         if level == 1:
             if not title:

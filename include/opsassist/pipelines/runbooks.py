@@ -24,7 +24,7 @@ from opsassist.logs import get_logger
 from opsassist.parsing.markdown import Runbook, RunbookError, load_runbook
 from opsassist.pipelines import staging
 from opsassist.settings import Settings
-from opsassist.sources.runbooks import list_runbook_files
+from opsassist.sources.runbooks import scan_runbook_files
 from opsassist.validation import ValidationReport, validate_chunks
 
 log = get_logger(__name__)
@@ -66,9 +66,9 @@ def collect(root: Path, settings: Settings) -> CollectResult:
     """Parse and chunk every runbook under ``root``; bad files are quarantined, not fatal."""
     chunks: list[Chunk] = []
     runbooks: list[Runbook] = []
-    quarantined: list[Rejected] = []
     skipped: list[str] = []
-    for path in list_runbook_files(root):
+    files, quarantined = scan_runbook_files(root)
+    for path in files:
         source = path.relative_to(root).as_posix()
         try:
             runbook = load_runbook(path, root)
@@ -246,11 +246,38 @@ def build_version(
 
 
 def promote(store: IndexStore, alias: str, version: str, keep: int) -> str | None:
+    """Move the alias; keep the newest ``keep`` complete versions (the one just replaced always:
+    it is what a rollback goes to) and drop older ones and any left half-written."""
     previous = store.promote(alias, version)
-    for old in store.list_versions(alias)[:-keep] if keep > 0 else []:
-        if old not in (version, previous):
+    versions = store.list_versions(alias)
+    complete = [v for v in versions if version_is_complete(store, v)]
+    keep_set = set(complete[-keep:] if keep > 0 else complete) | {version}
+    if previous:
+        keep_set.add(previous)
+    for old in versions:
+        if old not in keep_set:
             store.drop_version(old)
     return previous
+
+
+def version_is_complete(store: IndexStore, version: str) -> bool:
+    """Whether a version can be opened and counted (a build killed half-way may leave one that
+    cannot)."""
+    try:
+        store.count(version)
+    except Exception:
+        return False
+    return True
+
+
+def drop_refused(store: IndexStore, version: str) -> None:
+    """A refused build is not kept: retention then never holds a refused version in place of one
+    that passed (its reports stay in the run's staging folder)."""
+    try:
+        store.drop_version(version)
+        log.info("refused build dropped", extra={"version": version})
+    except Exception as exc:
+        log.warning("refused build not dropped", extra={"version": version, "error": str(exc)})
 
 
 # --- stages: one per DAG task, communicating through the run's staging folder --------------------
@@ -269,6 +296,12 @@ def stage_collect(settings: Settings, run_id: str, root: Path) -> dict[str, Any]
     write_quarantine(settings, result.quarantined, run_id)
     reasons = collections.Counter(q.reason for q in result.quarantined)
     telemetry.dead_letters(settings.statsd_address, PIPELINE, reasons)
+    if not result.runbooks and not settings.index_allow_empty:
+        raise BuildRefusedError(
+            f"no runbook found under {root} ({len(result.quarantined)} quarantined): is it the "
+            "right folder? Pass --allow-empty (OPSASSIST_INDEX_ALLOW_EMPTY=true) to index it "
+            "anyway"
+        )
     return {
         "root": str(root),
         "runbooks": len(result.runbooks),
@@ -304,6 +337,27 @@ def publish_pack_if_missing(
     return True
 
 
+def check_shrink(store: IndexStore, settings: Settings, plan: Plan) -> None:
+    """Refuse a build that would delete more than ``index_max_shrink`` of the promoted version
+    (a wrong or half-empty folder must not wipe the index) unless shrinking is allowed."""
+    current = store.current_version(settings.runbook_index)
+    if current is None or settings.index_allow_shrink:
+        return
+    promoted = store.count(current)
+    if plan.base_version is None:  # a full rebuild (new embedding model)
+        after = len(plan.to_embed)
+    else:  # edited runbooks replace their chunks: only the net loss counts
+        after = promoted - len(plan.stale) + len(plan.to_embed)
+    removed = max(0, promoted - after)
+    if promoted and removed / promoted > settings.index_max_shrink:
+        raise BuildRefusedError(
+            f"this build would shrink {current} by {removed} of its {promoted} chunks "
+            f"({removed / promoted:.0%}, more than OPSASSIST_INDEX_MAX_SHRINK "
+            f"{settings.index_max_shrink:.0%}): check the runbook folder, or pass --allow-shrink "
+            "(OPSASSIST_INDEX_ALLOW_SHRINK=true) if the runbooks really were removed"
+        )
+
+
 def stage_plan(
     settings: Settings, run_id: str, store: IndexStore, cache: KnowledgeCache | None = None
 ) -> dict[str, Any]:
@@ -315,6 +369,7 @@ def stage_plan(
     plan = plan_changes(
         store, settings.runbook_index, chunks, quarantined, settings.embedding_model
     )
+    check_shrink(store, settings, plan)
     staging.write_json(folder / "plan.json", plan.to_json())
     published = False
     if not plan.has_changes and cache is not None:
@@ -369,6 +424,7 @@ def stage_validate(
     staging.write_json(_run(settings, run_id) / "validation.json", dataclasses.asdict(report))
     if not report.success:
         telemetry.promotion(settings.statsd_address, settings.runbook_index, promoted=False)
+        drop_refused(store, version)
         raise BuildRefusedError(report.summary())
     return {"suite": report.suite, "rows": report.rows, "success": True}
 
@@ -383,6 +439,7 @@ def stage_gate(settings: Settings, run_id: str, store: IndexStore, version: str)
     staging.write_json(_run(settings, run_id) / "gate.json", decision.to_json())
     if not decision.promote:
         telemetry.promotion(settings.statsd_address, settings.runbook_index, promoted=False)
+        drop_refused(store, version)
         raise BuildRefusedError(f"quality gate refused {version}: {decision.reason}")
     return decision.to_json()
 
@@ -440,7 +497,22 @@ def run_pipeline(
     run_id: str,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """All stages in one process (the CLI path); same functions the DAG tasks call."""
+    """All stages in one process (the CLI path); same functions the DAG tasks call. One build
+    per alias at a time (``BuildLockedError`` for a second)."""
+    from opsassist.index.lifecycle import build_lock
+
+    with build_lock(settings.data_dir, settings.runbook_index):
+        return _run_stages(settings, root, store, cache, run_id, progress)
+
+
+def _run_stages(
+    settings: Settings,
+    root: Path,
+    store: IndexStore,
+    cache: KnowledgeCache,
+    run_id: str,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_id": run_id}
     summary["collect"] = stage_collect(settings, run_id, root)
     summary["plan"] = stage_plan(settings, run_id, store, cache)

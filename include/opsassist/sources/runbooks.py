@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
+from opsassist.documents import Rejected
 from opsassist.logs import get_logger
 from opsassist.settings import Settings
 
@@ -48,9 +51,53 @@ def _sync_git(settings: Settings) -> Path:
 
 
 def list_runbook_files(root: Path) -> list[Path]:
-    """Markdown files under ``root`` in a stable order (hidden folders such as .git skipped)."""
-    return sorted(
-        p
-        for p in root.rglob("*.md")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """Markdown files under ``root`` in a stable order (hidden folders such as .git skipped);
+    symlinks that leave ``root`` or loop are left out (see :func:`scan_runbook_files`)."""
+    return scan_runbook_files(root)[0]
+
+
+def scan_runbook_files(root: Path) -> tuple[list[Path], list[Rejected]]:
+    """The Markdown files under ``root`` and the symlinks refused, with their reasons.
+
+    A symlink is followed only to a file inside ``root`` (a folder or a Git checkout): one that
+    points outside it (``escape.md -> /etc/passwd``), loops, or dangles is refused, so a
+    committed symlink can never make the index (and ``/v1/search``) show a file the indexer can
+    read elsewhere. Symlinked folders are not walked: their files are reached by their real path
+    or not at all.
+    """
+    real_root = root.resolve()
+    files: list[Path] = []
+    refused: list[Rejected] = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if name.startswith(".") or not name.endswith(".md"):
+                continue
+            path = here / name
+            source = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                reason = _symlink_problem(path, real_root)
+                if reason is not None:
+                    refused.append(Rejected(source, reason[0], reason[1]))
+                    log.warning(
+                        "runbook symlink refused", extra={"file": source, "reason": reason[0]}
+                    )
+                    continue
+            if path.is_file():
+                files.append(path)
+    return sorted(files), sorted(refused, key=lambda r: r.source)
+
+
+def _symlink_problem(path: Path, real_root: Path) -> tuple[str, str] | None:
+    try:
+        target = path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 raises this on a loop
+        return "symlink loop", "the link resolves to itself"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop", "the link resolves to itself"
+        return "dangling symlink", f"the link target does not exist ({os.readlink(path)})"
+    if not target.is_relative_to(real_root):
+        return "symlink outside the source", "the link points outside the runbook folder"
+    return None
