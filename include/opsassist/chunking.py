@@ -22,7 +22,7 @@ def _paragraphs(body: str) -> list[str]:
     current: list[str] = []
     in_fence = False
     for line in body.splitlines():
-        if _FENCE.match(line):
+        if _FENCE.match(line, 0, 64):
             in_fence = not in_fence
         if not line.strip() and not in_fence:
             if current:
@@ -67,7 +67,8 @@ def split_body(body: str, max_chars: int, overlap_chars: int) -> list[str]:
             current = f"{overlap}\n\n{paragraph}" if overlap else paragraph
         else:
             current = paragraph
-        while len(current) > max_chars and not _FENCE.match(current):
+        # (the fence test looks at the start only: on a long line of spaces it would rescan it)
+        while len(current) > max_chars and not _FENCE.match(current, 0, 64):
             cut = current.rfind("\n", 0, max_chars)
             cut = cut if cut > max_chars // 2 else max_chars
             pieces.append(current[:cut].rstrip())

@@ -485,11 +485,63 @@ def test_index_without_a_promoted_version_is_said_clearly(
             headers={"Authorization": f"Bearer {KEY}"},
             timeout=30,
         )
-        assert search.status_code == 503
-        assert search.json()["error"]["code"] == "index_unavailable"
+        assert search.status_code == 404  # no index of that name: retrying will not help
+        assert search.json()["error"]["code"] == "index_not_found"
         ready = httpx.get(f"{base}/readyz", timeout=30)
         assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
         assert ready.json()["checks"]["index"]["ok"] is False
+
+
+def test_bad_input_gets_a_clear_4xx_never_a_500(server: str) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def post(path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+        return httpx.post(f"{server}{path}", json=body, headers=auth, timeout=60, **kwargs)
+
+    chat = {"model": "opsassist", "messages": [{"role": "user", "content": QUESTION}]}
+    for response in (
+        post("/v1/chat/completions", {**chat, "since": "9999999999h"}),
+        post("/v1/search", {"query": "pod", "since": "9999999999h"}),
+    ):
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "since"
+    for index in ("no-such-index", "runbooks-v9999"):
+        missing = post("/v1/search", {"query": "pod", "index": index})
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["error"]["code"] == "index_not_found"
+    for query in ("", "   \n\t"):
+        assert post("/v1/search", {"query": query}).status_code == 400
+    blank = post("/v1/chat/completions", {**chat, "messages": [{"role": "user", "content": " "}]})
+    assert blank.status_code == 400
+    huge = {**chat, "messages": [{"role": "user", "content": "pod " * 100_000}]}
+    too_large = post("/v1/chat/completions", huge)
+    assert too_large.status_code == 413, too_large.text
+    assert too_large.json()["error"]["code"] == "request_too_large"
+    chunked = httpx.post(
+        f"{server}/v1/search",
+        content=iter([b'{"query": "', b"a" * 300_000, b'"}']),
+        headers={**auth, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert chunked.status_code == 413
+    # a long question under the limit is answered, and fast: only its start is read
+    started = time.perf_counter()
+    long = post(
+        "/v1/chat/completions",
+        {**chat, "messages": [{"role": "user", "content": QUESTION + " [[" * 60_000}]},
+    )
+    assert long.status_code == 200 and time.perf_counter() - started < 30
+    assert TARGET in long.json()["choices"][0]["message"]["content"]
+
+
+def test_readiness_is_503_per_dependency_when_redis_is_down(env: dict[str, str]) -> None:
+    settings = make_settings(env, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with ThreadServer(settings) as base:
+        ready = httpx.get(f"{base}/readyz", timeout=60)
+        assert ready.status_code == 503, ready.text
+        body = ready.json()
+        assert body["status"] == "not_ready"
+        assert body["checks"]["cache"]["ok"] is False and body["checks"]["index"]["ok"] is True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -654,6 +654,76 @@ def test_expired_approval_is_refused(app_client: Any, agent_env: dict[str, str])
     assert [r["event"] for r in rows] == ["proposal", "approval_refused"]
 
 
+def test_four_eyes_unknown_ids_and_statuses_that_say_what_happened(
+    app_client: Any, agent_env: dict[str, str]
+) -> None:
+    _, ext = chat(app_client, "operator", "scale payments to 2")
+    [own] = ext["agent"]["actions"]
+    assert own["requested_by"] == "otto"
+    text, _ = chat(app_client, "operator", f"approve {own['id']}")
+    assert text.startswith("Refused") and "another operator must approve" in text
+    assert app_client.triggered == [] or {"action_id": own["id"]} not in app_client.triggered
+    status, _ = chat(app_client, "viewer", f"status {own['id']}")
+    assert f"{own['id']}: pending" in status
+
+    for unknown in ("act-XYZ", "act-00000000"):
+        text, ext = chat(app_client, "operator", f"approve {unknown}")
+        assert text.startswith("Refused") and f"no action {unknown.lower()}" in text, text
+        assert "**Sources**" not in text  # never a runbook answer to a command
+
+    _, ext = chat(app_client, "viewer", "restart payments")
+    [proposed] = ext["agent"]["actions"]
+    text, _ = chat(app_client, "operator", f"reject {proposed['id']}")
+    assert text.startswith(f"Rejected {proposed['id']}")
+    status, _ = chat(app_client, "viewer", f"status {proposed['id']}")
+    assert "rejected by otto via chat" in status and "approved by" not in status
+    rows = audit(agent_env["OPSASSIST_AUDIT_DSN"], action_id=own["id"])
+    assert [r["event"] for r in rows] == ["proposal", "approval_refused"]
+
+
+def test_without_its_database_the_agent_gives_a_plain_answer_or_a_clear_503(
+    app_client: Any, settings_env: dict[str, str]
+) -> None:
+    """The audit PostgreSQL made unreachable (a closed port) for a second server over the same
+    index: questions get the runbook answer with a notice, commands and routes a 503."""
+    from fastapi.testclient import TestClient
+
+    from opsassist.settings import Settings
+    from serving.app import create_app
+    from tests.conftest import free_port
+
+    down = f"postgresql://opsassist:opsassist@127.0.0.1:{free_port()}/opsassist"
+    app = create_app(Settings(audit_dsn=down))
+    with TestClient(app, base_url="http://testserver") as client:
+        text, _ = chat(client, "viewer", "payments pods keep crash looping, what do I do?")
+        assert text.startswith("_The action agent is unavailable"), text[:200]
+        assert "**Sources**" in text and "PaymentsCrashLooping.md" in text
+        answered = client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {KEYS['operator']}"},
+            json={
+                "model": "opsassist",
+                "messages": [{"role": "user", "content": "restart payments"}],
+            },
+        )
+        assert answered.status_code == 200 and answered.headers["x-opsassist-degraded"] == "agent"
+        for response in (
+            client.get("/v1/actions", headers={"Authorization": f"Bearer {KEYS['viewer']}"}),
+            client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {KEYS['operator']}"},
+                json={
+                    "model": "opsassist",
+                    "messages": [{"role": "user", "content": "approve act-12345678"}],
+                },
+            ),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "5"
+            assert "PostgreSQL" in response.json()["error"]["message"]
+            assert "127.0.0.1" not in response.text  # no internal address
+
+
 def test_prometheus_tool_queries_the_real_server(app_client: Any) -> None:
     text, ext = chat(app_client, "viewer", "what does the cpu load look like on the nodes?")
     calls = {c["tool"]: c for c in ext["agent"]["tool_calls"]}
