@@ -82,6 +82,8 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 
 # Today's miner before issue 19: its masks, threshold 0.7, depth 5, none of the new steps.
 TODAYS_CONFIG = MinerConfig(
+    sim_threshold=0.7,
+    depth=5,
     masks=MASKS_V1,
     route_masked=False,
     split_max_values=0,

@@ -5,13 +5,13 @@ Drain in one paragraph
 Each log *content* (the message with its header parsed off) is masked (see :mod:`.masking`) and
 split into tokens. A fixed-depth tree routes it: first by token count, then by its leading tokens
 (``depth - 3`` of them: ``depth`` counts the root, the length layer and the leaf, as in the paper;
-a token containing a digit, or any token arriving at a node that already has ``max_children``
-children, goes down the ``<*>`` branch). The leaf holds clusters; the line joins the most similar
-one (similarity = share of positions where template and line agree, see :func:`similarity`) if
-that similarity reaches ``sim_threshold``, and positions that differ become ``<*>``. Otherwise
-the line starts a new cluster. A template's id is a short sha1 of its text, so two processes that
-mine the same template give it the same id whatever order they met it in, and two clusters that
-end with the same text are the same template.
+a token containing a digit or a masked value, or any token arriving at a node that already has
+``max_children`` children, goes down the ``<*>`` branch). The leaf holds clusters; the line joins
+the most similar one (similarity = share of positions where template and line agree, see
+:func:`similarity`) if that similarity reaches ``sim_threshold``, and positions that differ become
+``<*>``. Otherwise the line starts a new cluster. A template's id is a short sha1 of its text, so
+two processes that mine the same template give it the same id whatever order they met it in, and
+two clusters that end with the same text are the same template.
 
 Two changes to the paper. First, a ``<*>`` left by a mask in the line agrees with a ``<*>`` of
 the template (see :func:`similarity`; ``masked_params_match=False`` restores the paper's rule,
@@ -21,7 +21,28 @@ there without touching the tree. Besides being the fast path
 (most lines are repeats once masked), it makes the miner's state a function of the *distinct*
 sequences in the order of their first occurrence, which is what makes exact merging possible.
 The price is memory: one entry per distinct masked sequence (6 to 194 per 2,000-line loghub
-sample; masks that miss a high-cardinality field make it grow with the input).
+sample; masks that miss a high-cardinality field make it grow with the input). A line is bounded
+before it is masked (``max_line_chars``, ``max_tokens``), so one entry is bounded too; empty,
+binary and truncated lines are counted (:attr:`TemplateMiner.bad_input`).
+
+From clusters to templates
+--------------------------
+Three steps turn a Drain cluster into template texts, each a function of the cluster's
+sequences (and their counts), so they change nothing about merging (see below):
+
+* **Split** (``split_max_values``, ``split_min_lines``): Drain generalises any position where
+  one word in six differs, so "VM Paused" and "VM Resumed" become "VM <*>". A position whose
+  words are few (at most ``split_max_values``, none of them a masked value) and each recur (on
+  at least ``split_min_lines`` lines: no word seen once, which would suggest an open set of
+  values) is a kind of event, not a parameter: each word gets its own template. In the spirit of
+  Brain's (Yu et al., 2023) split of low-cardinality columns; the limits are chosen by the
+  benchmark's leave-one-system-out protocol.
+* **Merge of lengths** (``merge_lengths``): Drain routes by token count, so a variable part of
+  one, two or ten tokens makes one template per length. Texts collapse runs of ``<*>`` (and runs
+  of one masked shape, ``blk_<*> blk_<*>``), so clusters of different lengths that share their
+  constant tokens have one text, hence one id and one template. (The ``wildcard_run`` and
+  ``repeated_value`` masks do the same for masked lists before Drain sees them.)
+* **Affixes** (``keep_affixes``): a ``<*>`` whose words share ``user=`` or ``(...)`` shows it.
 
 Order dependence, and the merge scheme
 --------------------------------------
@@ -47,8 +68,8 @@ reproduce a single miner in general. What can be merged exactly is the input to 
   the same for any order of the input and any partitioning. :func:`mine_two_pass` does this in
   one process: pass one counts the distinct sequences, pass two mines them, most frequent first,
   and every line is then given the *final* template of its sequence. Frequent sequences make
-  the first templates; on loghub that is as accurate as file order or slightly better (0.932
-  against 0.930 on average, see the benchmark).
+  the first templates; on loghub that is about as accurate as file order (see the benchmark's
+  ``stream`` column).
 
 Either way a line's id should be read from the final state (``match`` after mining, or the
 assignments of :func:`mine_two_pass`): the id that ``add`` returns is the template at that
