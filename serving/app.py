@@ -48,6 +48,7 @@ from serving.limits import RequestLimitsMiddleware
 from serving.metrics import Metrics
 from serving.middleware import RequestContextMiddleware
 from serving.openai_format import DONE, ChunkWriter, completion, sse
+from serving.openapi_doc import install_openapi
 from serving.schemas import ChatCompletionIn, SearchIn
 from serving.sources import router as sources_router
 
@@ -505,6 +506,7 @@ def create_app(
     app.state.api_keys = parse_api_keys(settings)
     app.state.principals = parse_principals(settings)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(ops)
     app.include_router(v1)
     app.include_router(agent_router)

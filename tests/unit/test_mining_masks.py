@@ -164,7 +164,9 @@ def test_each_mask_is_linear_on_adversarial_100k_lines(mask: Mask) -> None:
                 run(line)
                 best = min(best, time.perf_counter() - started)
             worst = max(worst, best)
-    assert worst < 0.050, f"{mask.name}: {worst * 1000:.1f} ms on a 100k-character line"
+    # a backtracking pattern takes seconds to minutes here, a linear one milliseconds; the bound
+    # is loose on purpose (a shared CI machine): the figures are benchmarks/adversarial_parsers.py's
+    assert worst < 1.0, f"{mask.name}: {worst * 1000:.1f} ms on a 100k-character line"
 
 
 def test_mask_round_trips_through_its_dict() -> None:
