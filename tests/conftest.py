@@ -51,6 +51,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[Any], grace: float = 30) -> None:
+    """Terminate a server process; kill it if it has not exited after ``grace`` seconds."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 @contextlib.contextmanager
 def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
     """An ASGI app served by uvicorn on a free loopback port in a thread of this process; yields

@@ -20,7 +20,7 @@ from opsassist.cache.redis import RedisKnowledgeCache
 from opsassist.pipelines.runbooks import run_pipeline
 from opsassist.settings import Settings
 from opsassist.stores import get_index_store
-from tests.conftest import MODEL_BASE, ROOT, VENV_BIN, free_port, runbook_corpus
+from tests.conftest import MODEL_BASE, ROOT, VENV_BIN, free_port, runbook_corpus, stop_process
 
 SUBSET = [
     "kubernetes/KubePodCrashLooping.md",
@@ -110,8 +110,4 @@ def chat_server(env: dict[str, str], log: Path | None = None) -> Iterator[str]:
         wait_healthy(base, 300, process)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)

@@ -28,7 +28,14 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import ROOT, VENV_BIN, require_service, runbook_corpus, service_port
+from tests.conftest import (
+    ROOT,
+    VENV_BIN,
+    require_service,
+    runbook_corpus,
+    service_port,
+    stop_process,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
@@ -792,11 +799,7 @@ def airflow_api(airflow_home: Path, settings_env: dict[str, str]) -> Iterator[st
             time.sleep(1)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
 
 

@@ -502,33 +502,22 @@ def run_pipeline(
     from opsassist.index.lifecycle import build_lock
 
     with build_lock(settings.data_dir, settings.runbook_index):
-        return _run_stages(settings, root, store, cache, run_id, progress)
-
-
-def _run_stages(
-    settings: Settings,
-    root: Path,
-    store: IndexStore,
-    cache: KnowledgeCache,
-    run_id: str,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    summary: dict[str, Any] = {"run_id": run_id}
-    summary["collect"] = stage_collect(settings, run_id, root)
-    summary["plan"] = stage_plan(settings, run_id, store, cache)
-    if not summary["plan"]["has_changes"]:
-        summary["embed"] = {"embedded": 0}
-        summary["version"] = store.current_version(settings.runbook_index)
-        summary["promoted"] = False
+        summary: dict[str, Any] = {"run_id": run_id}
+        summary["collect"] = stage_collect(settings, run_id, root)
+        summary["plan"] = stage_plan(settings, run_id, store, cache)
+        if not summary["plan"]["has_changes"]:
+            summary["embed"] = {"embedded": 0}
+            summary["version"] = store.current_version(settings.runbook_index)
+            summary["promoted"] = False
+            return summary
+        summary["embed"] = stage_embed(settings, run_id, progress)
+        build = stage_build(settings, run_id, store)
+        version = build["version"]
+        summary["validate"] = stage_validate(settings, run_id, store, version)
+        summary["gate"] = stage_gate(settings, run_id, store, version)
+        promoted = stage_promote(settings, run_id, store, version)
+        summary["cache"] = stage_cache(settings, run_id, cache, version, promoted["previous"])
+        summary["warmup"] = stage_warmup(settings, store, cache, version)
+        summary["version"] = version
+        summary["promoted"] = True
         return summary
-    summary["embed"] = stage_embed(settings, run_id, progress)
-    build = stage_build(settings, run_id, store)
-    version = build["version"]
-    summary["validate"] = stage_validate(settings, run_id, store, version)
-    summary["gate"] = stage_gate(settings, run_id, store, version)
-    promoted = stage_promote(settings, run_id, store, version)
-    summary["cache"] = stage_cache(settings, run_id, cache, version, promoted["previous"])
-    summary["warmup"] = stage_warmup(settings, store, cache, version)
-    summary["version"] = version
-    summary["promoted"] = True
-    return summary
