@@ -32,8 +32,19 @@ DEFAULT_ARGS = {
     tags=["cag", "runbooks", "index"],
     params={
         "runbooks_path": Param(
-            "", type="string", description="Folder to index instead of the configured source."
-        )
+            None,
+            type=["null", "string"],
+            description="Folder to index instead of the configured source.",
+        ),
+        "allow_shrink": Param(
+            False,
+            type="boolean",
+            description="Let this build delete more than OPSASSIST_INDEX_MAX_SHRINK of the index "
+            "(runbooks really were removed).",
+        ),
+        "allow_empty": Param(
+            False, type="boolean", description="Let a source with no runbook build."
+        ),
     },
     doc_md=__doc__,
 )
@@ -50,22 +61,24 @@ def runbooks_index() -> None:
             return str(sync_runbooks(settings, Path(override) if override else None))
 
     @task
-    def collect(root: str) -> dict[str, Any]:
+    def collect(root: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         from pathlib import Path
 
         from opsassist.pipelines import runbooks
         from opsassist.pipelines.context import task_scope
 
         with task_scope() as (settings, run_id):
+            settings = runbooks.with_run_params(settings, params)
             return runbooks.stage_collect(settings, run_id, Path(root))
 
     @task
-    def plan(collected: dict[str, Any]) -> dict[str, Any]:
+    def plan(collected: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
         from opsassist.pipelines import runbooks
         from opsassist.pipelines.context import task_scope
         from opsassist.stores import get_cache, get_index_store
 
         with task_scope() as (settings, run_id):
+            settings = runbooks.with_run_params(settings, params)
             store, cache = get_index_store(settings), get_cache(settings)
             return runbooks.stage_plan(settings, run_id, store, cache)
 

@@ -68,5 +68,5 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: index 'runbooks' has no")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no index named 'runbooks'")
     assert result.stdout == ""

@@ -337,6 +337,19 @@ def publish_pack_if_missing(
     return True
 
 
+def with_run_params(settings: Settings, params: dict[str, Any] | None) -> Settings:
+    """Settings with a DAG run's ``allow_shrink`` / ``allow_empty`` params applied."""
+    update = {
+        field: True
+        for param, field in (
+            ("allow_shrink", "index_allow_shrink"),
+            ("allow_empty", "index_allow_empty"),
+        )
+        if (params or {}).get(param)
+    }
+    return settings.model_copy(update=update) if update else settings
+
+
 def check_shrink(store: IndexStore, settings: Settings, plan: Plan) -> None:
     """Refuse a build that would delete more than ``index_max_shrink`` of the promoted version
     (a wrong or half-empty folder must not wipe the index) unless shrinking is allowed."""
