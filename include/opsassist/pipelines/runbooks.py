@@ -229,6 +229,7 @@ def build_version(
     deleted = store.delete(version, plan.stale)
     report = store.upsert(version, embedded)
     if report.failed:
+        drop_refused(store, version)
         raise BuildRefusedError(
             f"{len(report.failed)} chunks failed to index in {version}: {report.failed[:3]}"
         )
