@@ -102,6 +102,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[n
     monkeypatch.setenv("OPSASSIST_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("OPSASSIST_CACHE_BACKEND", "memory")
     monkeypatch.setenv("OPSASSIST_INDEX_BACKEND", "embedded")
+    # tests index small subsets the evaluation set barely covers (the gate's refusal of an
+    # unjudged first build has tests of its own)
+    monkeypatch.setenv("OPSASSIST_GATE_ALLOW_UNJUDGED_FIRST_BUILD", "true")
     get_settings.cache_clear()
     yield Settings()
     get_settings.cache_clear()

@@ -184,7 +184,14 @@ class Settings(BaseSettings):
     )
     gate_min_questions: int = Field(
         default=20,
-        description="Fewer applicable questions than this: the gate passes (too few to judge).",
+        description="Fewer applicable questions than this: the gate passes (too few to judge), "
+        "except on a first build (see OPSASSIST_GATE_ALLOW_UNJUDGED_FIRST_BUILD).",
+    )
+    gate_allow_unjudged_first_build: bool = Field(
+        default=False,
+        description="Promote a first build the gate cannot judge (fewer applicable questions "
+        "than OPSASSIST_GATE_MIN_QUESTIONS: runbooks the evaluation set does not cover); by "
+        "default it is refused, since its floors were never checked.",
     )
 
     # --- OpenSearch -----------------------------------------------------------------------------

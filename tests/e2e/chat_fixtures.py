@@ -56,6 +56,7 @@ def indexed_env(root: Path, redis_url: str, key: str, **extra: str) -> Iterator[
         "OPSASSIST_MODEL_SERVER_URL": MODEL_BASE,
         "OPSASSIST_MODEL_PROTOCOL": "openai",
         "OPSASSIST_LOG_LEVEL": "INFO",
+        "OPSASSIST_GATE_ALLOW_UNJUDGED_FIRST_BUILD": "true",  # a six-runbook subset
         **extra,
     }
     settings = make_settings(values)

@@ -333,6 +333,7 @@ def agent_env(tmp_path_factory: pytest.TempPathFactory, audit_dsn: str) -> dict[
         "OPSASSIST_INDEX_BACKEND": "embedded",
         "OPSASSIST_CACHE_BACKEND": "memory",
         "OPSASSIST_AGENT_ENABLED": "true",
+        "OPSASSIST_GATE_ALLOW_UNJUDGED_FIRST_BUILD": "true",  # two runbooks, one made up
         "OPSASSIST_AGENT_SUMMARIZE": "false",
         "OPSASSIST_AGENT_NAMESPACES": "payments,default",
         "OPSASSIST_API_KEYS": f"{KEYS['viewer']}:viewer:vera,{KEYS['operator']}:operator:otto",

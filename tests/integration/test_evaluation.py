@@ -117,9 +117,18 @@ def test_gate_refuses_a_shuffled_vector_build_and_the_alias_stays(
     assert "baseline.hybrid.en.recall_at_5" in runs[0].data.metrics
 
 
-def test_gate_passes_small_corpora_it_cannot_judge(settings: Settings, tmp_path: Path) -> None:
+def test_gate_refuses_a_first_build_it_cannot_judge_unless_allowed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A small corpus the evaluation set hardly covers: as a first build its floors were never
+    checked, so it is refused (nothing is promoted without passing something) unless allowed."""
     corpus = _copy(files=tuple(SMALL), to=tmp_path / "corpus")
     store = EmbeddedIndexStore(settings.embedded_index_dir)
+    strict = settings.model_copy(update={"gate_allow_unjudged_first_build": False})
+    with pytest.raises(pipeline.BuildRefusedError, match="first build not judged"):
+        pipeline.run_pipeline(strict, corpus, store, MemoryKnowledgeCache(), "small-0")
+    assert store.current_version(settings.runbook_index) is None
+    assert store.list_versions(settings.runbook_index) == []  # the refused build is not kept
     summary = pipeline.run_pipeline(settings, corpus, store, MemoryKnowledgeCache(), "small-1")
     assert summary["promoted"]
     assert summary["gate"]["reason"].startswith("en: too few applicable questions")

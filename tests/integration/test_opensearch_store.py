@@ -254,6 +254,7 @@ def test_runbook_dag_on_opensearch_through_the_airflow_connection(
     monkeypatch.setenv("OPSASSIST_OPENSEARCH_CONN_ID", conn_id)
     monkeypatch.setenv("OPSASSIST_OPENSEARCH_INDEX_PREFIX", prefix)
     monkeypatch.setenv("OPSASSIST_OPENSEARCH_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("OPSASSIST_GATE_ALLOW_UNJUDGED_FIRST_BUILD", "true")  # two runbooks
     get_settings.cache_clear()
     outside = OpenSearchIndexStore.from_settings(
         Settings(opensearch_url=url, opensearch_index_prefix=prefix)

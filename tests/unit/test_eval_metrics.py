@@ -199,8 +199,11 @@ def test_gate_first_build_uses_floors_and_small_sets_are_not_judged() -> None:
     low = {"hybrid.en.recall_at_5": 0.7, "hybrid.en.mrr_at_10": 0.9}
     refused = decide(low, None, questions=50, **RULE)
     assert not refused.promote and "below floors" in refused.reason
-    tiny = decide({}, None, questions=7, **RULE)
-    assert tiny.promote and tiny.reason.startswith("too few applicable questions")
+    tiny = decide({}, None, questions=7, **RULE)  # a first build nothing could check
+    assert not tiny.promote and tiny.reason.startswith("first build not judged: too few")
+    assert "OPSASSIST_GATE_ALLOW_UNJUDGED_FIRST_BUILD" in tiny.reason
+    allowed = decide({}, None, questions=7, **RULE, allow_unjudged_first=True)
+    assert allowed.promote and allowed.reason.startswith("too few applicable questions")
     none = decide({}, GOOD, questions=0, **(RULE | {"min_questions": 0}))
     assert none.promote and "too few" in none.reason
 

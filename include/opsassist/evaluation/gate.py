@@ -9,7 +9,9 @@ MRR@10 for each language of ``OPSASSIST_GATE_LANGUAGES`` on its own questions: a
 English but breaks Russian is refused). With no promoted version (a first build) the candidate
 must reach the absolute floors ``OPSASSIST_GATE_MIN_RECALL_AT_5`` / ``_MIN_MRR_AT_10`` in the
 first language. A language with fewer applicable questions than ``OPSASSIST_GATE_MIN_QUESTIONS``
-is not judged (said so); with no language judged the build passes, saying so.
+is not judged (said so); with no language judged a build passes, saying so, except a first
+build: its floors were never checked, so it is refused unless
+``OPSASSIST_GATE_ALLOW_UNJUDGED_FIRST_BUILD`` (runbooks the evaluation set has no questions for).
 
 The decision and its reason go to the task log and to an MLflow run (tags ``gate.decision`` =
 promote/refuse and ``gate.reason``). The caller turns a refusal into ``BuildRefusedError``.
@@ -67,6 +69,7 @@ def decide_languages(
     floors: Mapping[str, float],
     min_questions: int,
     baseline_version: str | None = None,
+    allow_unjudged_first: bool = False,
 ) -> GateDecision:
     """The rule of :func:`decide` for every language (floors: the first language only); the
     build is promoted only if no language refuses it."""
@@ -80,6 +83,7 @@ def decide_languages(
             floors=floors if index == 0 else dict.fromkeys(floors, 0.0),
             min_questions=min_questions,
             baseline_version=baseline_version,
+            allow_unjudged_first=allow_unjudged_first,
         )
         for index, language in enumerate(languages)
     }
@@ -106,8 +110,11 @@ def decide(
     floors: Mapping[str, float],
     min_questions: int,
     baseline_version: str | None = None,
+    allow_unjudged_first: bool = False,
 ) -> GateDecision:
-    """The gate's rule, as a pure function of the metrics (``floors`` maps metric -> minimum)."""
+    """The gate's rule, as a pure function of the metrics (``floors`` maps metric -> minimum).
+    A first build whose floors cannot be checked (too few questions) is refused unless
+    ``allow_unjudged_first``: nothing is promoted without passing something."""
     keys = gated_keys(language)
     picked = {key: float(candidate[key]) for key in keys if key in candidate}
     if questions < max(1, min_questions):
@@ -115,6 +122,13 @@ def decide(
             f"too few applicable questions: {questions} in language {language!r} "
             f"(< {max(1, min_questions)}); not judged"
         )
+        has_floors = any(value > 0 for value in floors.values())
+        if baseline is None and has_floors and not allow_unjudged_first:
+            reason = (
+                f"first build not judged: {reason}; add evaluation questions for these runbooks "
+                "(OPSASSIST_EVALSETS_DIR) or set OPSASSIST_GATE_ALLOW_UNJUDGED_FIRST_BUILD=true"
+            )
+            return GateDecision(False, reason, questions, picked, None, None)
         return GateDecision(True, reason, questions, picked, None, baseline_version)
     if baseline is None:
         failures = [
@@ -280,6 +294,7 @@ def run_gate(
         },
         min_questions=settings.gate_min_questions,
         baseline_version=baseline if baseline_report else None,
+        allow_unjudged_first=settings.gate_allow_unjudged_first_build,
     )
     decision = dataclasses.replace(
         decision, mlflow_run_id=_log_decision(settings, decision, report, baseline_report, run_id)
