@@ -252,6 +252,7 @@ def versions_command(
     """List the versions of an index and which one the alias points at."""
     settings = _setup()
     try:
+        from opsassist.index.lifecycle import version_rows
         from opsassist.stores import get_index_store
 
         store = get_index_store(settings)
@@ -259,10 +260,8 @@ def versions_command(
         current = store.current_version(alias)
         for version in store.list_versions(alias):
             marker = "*" if version == current else " "
-            try:
-                size = f"{store.count(version)} chunks"
-            except Exception:  # a build killed half-way; the next promotion drops it
-                size = "incomplete (a build that did not finish)"
+            rows = version_rows(store, version)  # None: a build killed half-way
+            size = "incomplete (a build that did not finish)" if rows is None else f"{rows} chunks"
             print(f"{marker} {version}  {size}")
     except Exception as exc:
         raise _fail(exc) from exc

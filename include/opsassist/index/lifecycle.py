@@ -33,11 +33,17 @@ class RollbackError(ValueError):
     """No version to roll back to, or the one named cannot serve."""
 
 
-def _complete(store: IndexStore, version: str) -> bool:
+def version_rows(store: IndexStore, version: str) -> int | None:
+    """A version's row count, or None when it cannot be opened (a build killed half-way may
+    leave one that cannot)."""
     try:
-        return store.count(version) > 0
+        return store.count(version)
     except Exception:
-        return False
+        return None
+
+
+def _can_serve(store: IndexStore, version: str) -> bool:
+    return (version_rows(store, version) or 0) > 0
 
 
 def rollback(
@@ -57,7 +63,7 @@ def rollback(
         older = [
             v for v in versions if current is None or version_number(v) < version_number(current)
         ]
-        candidates = [v for v in reversed(older) if _complete(store, v)]
+        candidates = [v for v in reversed(older) if _can_serve(store, v)]
         if not candidates:
             raise RollbackError(
                 f"no earlier complete version of {alias!r} to roll back to "
@@ -66,7 +72,7 @@ def rollback(
         to = candidates[0]
     elif to not in versions:
         raise IndexNotFoundError(f"{to!r} is not a version of {alias!r}")
-    elif not _complete(store, to):
+    elif not _can_serve(store, to):
         raise RollbackError(f"{to} is empty or incomplete: it cannot serve")
     if to == current:
         raise RollbackError(f"{alias!r} already points at {to}")

@@ -19,6 +19,7 @@ from opsassist.chunking import chunk_runbook
 from opsassist.documents import Chunk, Rejected
 from opsassist.embedding import embed_texts, model_dimension
 from opsassist.index.base import LEGACY_MODEL, IndexStore
+from opsassist.index.lifecycle import version_rows
 from opsassist.knowledge import PACK_FORMAT, knowledge_pack_entry, pack_file, save_pack
 from opsassist.logs import get_logger
 from opsassist.parsing.markdown import Runbook, RunbookError, load_runbook
@@ -251,7 +252,7 @@ def promote(store: IndexStore, alias: str, version: str, keep: int) -> str | Non
     it is what a rollback goes to) and drop older ones and any left half-written."""
     previous = store.promote(alias, version)
     versions = store.list_versions(alias)
-    complete = [v for v in versions if version_is_complete(store, v)]
+    complete = [v for v in versions if version_rows(store, v) is not None]
     keep_set = set(complete[-keep:] if keep > 0 else complete) | {version}
     if previous:
         keep_set.add(previous)
@@ -259,16 +260,6 @@ def promote(store: IndexStore, alias: str, version: str, keep: int) -> str | Non
         if old not in keep_set:
             store.drop_version(old)
     return previous
-
-
-def version_is_complete(store: IndexStore, version: str) -> bool:
-    """Whether a version can be opened and counted (a build killed half-way may leave one that
-    cannot)."""
-    try:
-        store.count(version)
-    except Exception:
-        return False
-    return True
 
 
 def drop_refused(store: IndexStore, version: str) -> None:
