@@ -129,6 +129,121 @@ def ratios(report: EvalReport) -> dict[str, float]:
     return out
 
 
+def folder_of(relevant: tuple[str, ...]) -> str:
+    return relevant[0].split("/", 1)[0] if relevant and "/" in relevant[0] else "."
+
+
+def leave_one_folder_out(settings: Settings, store: EmbeddedIndexStore, version: str) -> dict:
+    """Each folder's questions scored with the settings chosen on the *other* folders' dev
+    questions (fusion points of the quick grid, glossary on and off), beside the defaults.
+
+    A choice that only fits one folder shows as a folder whose own score under the choice made
+    without it is below its score under the defaults (or as choices that differ by folder).
+    """
+    evalset = load_evalset(settings.evalsets_dir, "runbooks")
+    items = applicable(evalset.items, document_refs(store, version, False))
+    vectors = embed_questions(evalset.items, settings.embedding_model, settings.embedding_device)
+    points = [
+        point | {"query_glossary": glossary}
+        for point in fusion_grid(True)
+        for glossary in (True, False)
+    ]
+    per_point: list[dict[str, Any]] = []  # item id -> (recall@5, mrr@10) under each point
+    for point in points:
+        report = evaluate_version(
+            store,
+            version,
+            items,
+            vectors,
+            fusion_config(settings.model_copy(update=point)),
+            evalset=evalset.label,
+            total_items=len(evalset.items),
+            modes=("hybrid",),
+        )
+        per_point.append(
+            {r.item_id: (r.scores["recall_at_5"], r.scores["mrr_at_10"]) for r in report.results}
+        )
+    default = next(
+        i for i, p in enumerate(points) if all(getattr(settings, k) == v for k, v in p.items())
+    )
+    folders = sorted({folder_of(tuple(sorted(a.relevant))) for a in items})
+    folder_items = {
+        f: [a.item for a in items if folder_of(tuple(sorted(a.relevant))) == f] for f in folders
+    }
+
+    def mean(scores: dict[str, tuple[float, float]], ids: list[str], k: int) -> float:
+        return sum(scores[i][k] for i in ids) / len(ids) if ids else float("nan")
+
+    rows = []
+    lofo_scores: dict[str, tuple[float, float]] = {}
+    for folder in folders:
+        tuning = [
+            a.item.id for a in items if a.item.split == "dev" and a.item not in folder_items[folder]
+        ]
+        chosen = max(
+            range(len(points)),
+            key=lambda i: (
+                mean(per_point[i], tuning, 0),
+                mean(per_point[i], tuning, 1),
+                i == default,
+            ),
+        )
+        for item in folder_items[folder]:
+            lofo_scores[item.id] = per_point[chosen][item.id]
+        row: dict[str, Any] = {
+            "folder": folder,
+            "chosen": points[chosen],
+            "same_as_default": chosen == default,
+        }
+        for split in ("dev", "test"):
+            ids = [i.id for i in folder_items[folder] if i.split == split]
+            row[f"{split}_n"] = len(ids)
+            row[f"{split}_lofo"] = (
+                mean(per_point[chosen], ids, 0),
+                mean(per_point[chosen], ids, 1),
+            )
+            row[f"{split}_default"] = (
+                mean(per_point[default], ids, 0),
+                mean(per_point[default], ids, 1),
+            )
+        rows.append(row)
+    overall = {}
+    for split in ("dev", "test"):
+        ids = [a.item.id for a in items if a.item.split == split]
+        overall[split] = {
+            "lofo": (mean(lofo_scores, ids, 0), mean(lofo_scores, ids, 1)),
+            "default": (mean(per_point[default], ids, 0), mean(per_point[default], ids, 1)),
+        }
+    return {"points": len(points), "default": points[default], "folders": rows, "overall": overall}
+
+
+def lofo_table(lofo: dict) -> list[str]:
+    lines = [
+        f"leave-one-folder-out: {lofo['points']} settings points; each folder scored with the "
+        "point chosen on the other folders' dev questions (recall@5 / MRR@10)",
+        f"{'folder':20} {'dev n':>5} {'dev lofo':>13} {'dev default':>13} {'test n':>6} "
+        f"{'test lofo':>13} {'test default':>13}  chosen",
+    ]
+
+    def pair(v: tuple[float, float]) -> str:
+        return "-" if v[0] != v[0] else f"{v[0]:.3f}/{v[1]:.3f}"
+
+    for r in lofo["folders"]:
+        chosen = (
+            "default"
+            if r["same_as_default"]
+            else ", ".join(f"{k}={v}" for k, v in r["chosen"].items())
+        )
+        lines.append(
+            f"{r['folder']:20} {r['dev_n']:5d} {pair(r['dev_lofo']):>13} "
+            f"{pair(r['dev_default']):>13} {r['test_n']:6d} {pair(r['test_lofo']):>13} "
+            f"{pair(r['test_default']):>13}  {chosen}"
+        )
+    for split, v in lofo["overall"].items():
+        lines.append(f"all {split:16} lofo {pair(v['lofo'])}  default {pair(v['default'])}")
+    return lines
+
+
 def evaluate_default(
     settings: Settings, builder: IndexBuilder, log: bool, signals: bool
 ) -> dict[str, Any]:
@@ -136,6 +251,8 @@ def evaluate_default(
     result = evaluate_set(settings, "runbooks", version, store=builder.store, log_to_mlflow=log)
     out: dict[str, Any] = {"runbooks": result.to_json(), "runbooks_ratios": ratios(result.report)}
     out["runbooks_table"] = table(result.report)
+    out["lofo"] = leave_one_folder_out(settings, builder.store, version)
+    out["lofo_table"] = lofo_table(out["lofo"])
     # the plain baseline, same run and questions: RRF of BM25 and MiniLM vectors, no glossary
     plain = settings.model_copy(update={"embedding_model": BASELINE_MODEL, "query_glossary": False})
     folder = settings.data_dir / "bench" / "retrieval_quality-baseline"
@@ -283,6 +400,8 @@ def main() -> None:
             print(f"\n{result[name]['evalset']} on {result[name]['version']}")
             print("\n".join(result[f"{name}_table"]))
             print("same-run ratios:", result[f"{name}_ratios"])
+            if name == "runbooks":
+                print("\n".join(result["lofo_table"]))
     if "runbooks_baseline" in result:
         print(f"\nplain baseline ({BASELINE_MODEL}, no glossary), same questions:")
         print("\n".join(result["runbooks_baseline_table"]))

@@ -1,8 +1,12 @@
-"""The Russian -> English operations glossary that widens a Russian question's keyword search."""
+"""The glossaries that widen a question's keyword search: Russian words and concept phrases."""
 
 from __future__ import annotations
 
-from opsassist.glossary import expand_query, load_glossary
+import time
+
+import pytest
+
+from opsassist.glossary import concept_terms, expand_query, load_glossary, parse_concepts
 
 
 def test_russian_words_add_their_english_terms_once() -> None:
@@ -13,8 +17,8 @@ def test_russian_words_add_their_english_terms_once() -> None:
     assert added.count("restart") == 1  # each term list once
 
 
-def test_questions_without_russian_words_are_unchanged() -> None:
-    question = "pod keeps restarting, kubectl describe pod shows OOMKilled"
+def test_questions_without_russian_words_or_concepts_are_unchanged() -> None:
+    question = "kubectl describe deployment payments shows the image tag v2"
     assert expand_query(question) == question
 
 
@@ -22,3 +26,47 @@ def test_the_longest_stem_wins() -> None:
     stems = [stem for stem, _ in load_glossary()]
     assert stems == sorted(stems, key=len, reverse=True)
     assert "inodes" in expand_query("кончились иноды")  # иноды, not инод
+
+
+@pytest.mark.parametrize(
+    ("question", "terms"),
+    [
+        ("the cluster's key-value store is close to its size limit", "etcd"),
+        ("the key value store lost quorum", "etcd"),
+        ("pods get OOMKilled under load", "memory"),  # a stem: oom*
+        ("nothing reaches PagerDuty any more", "alertmanager notifications"),
+        ("из трёх экземпляров рассылки уведомлений работает один", "alertmanager notifications"),
+        ("агент на каждой ноде не запустился", "kubelet"),
+    ],
+)
+def test_a_phrase_that_describes_a_component_adds_its_name(question: str, terms: str) -> None:
+    assert terms in concept_terms(question)
+    assert expand_query(question).startswith(question)
+    assert terms in expand_query(question)[len(question) :]
+
+
+def test_phrases_match_whole_words_only() -> None:
+    assert "etcd" not in concept_terms("the craft of on-call")  # not "raft"
+    assert concept_terms("a bicycle") == []  # "cycle" is no concept, and no partial words
+    assert "raid degraded disk" not in concept_terms("a raider")  # "raid" is exact, not a stem
+
+
+def test_each_concept_is_added_once_in_order_of_appearance() -> None:
+    found = concept_terms("raft raft; then OOMKilled, then raft again")
+    assert found == ["etcd", "memory"]
+
+
+def test_a_malformed_concepts_file_is_refused_with_its_line() -> None:
+    with pytest.raises(ValueError, match="line 2: no terms"):
+        parse_concepts("# comment\nkey value store\n")
+    with pytest.raises(ValueError, match="too short"):
+        parse_concepts("o*\tx\n")
+
+
+def test_matching_is_linear_on_hostile_input() -> None:
+    """Correctness bound only (the speed figure is benchmarks/adversarial_parsers.py): 100k
+    characters of near-miss words finish in well under a second."""
+    hostile = "key value key value stor " * 4000
+    start = time.perf_counter()
+    assert concept_terms(hostile) == []
+    assert time.perf_counter() - start < 1.0
