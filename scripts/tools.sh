@@ -5,6 +5,8 @@
 #
 #   scripts/tools.sh statsd_exporter     # prints the binary's path
 #   scripts/tools.sh docker_compose
+#   scripts/tools.sh helm | sops | age | age-keygen
+#   scripts/tools.sh crds                # prints the folder of the published CRDs (below)
 #
 # statsd_exporter: the version docker-compose runs (prom/statsd-exporter), so the mapping the
 # tests check is read by the same code production uses. About 2 minutes cold on 2 cores.
@@ -15,6 +17,24 @@ GOCACHES="$ROOT/var/go"  # module and build caches, shared with the kube-apiserv
 GO="${OPSASSIST_GO:-$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)}"
 STATSD_EXPORTER_VERSION="${OPSASSIST_STATSD_EXPORTER_VERSION:-v0.28.0}"
 DOCKER_COMPOSE_VERSION="${OPSASSIST_DOCKER_COMPOSE_VERSION:-v5.6.0}"
+# The Helm chart's checks (tests/deploy/test_helm_chart.py): helm lint/template, sops decrypting
+# the KSOPS example with an age key. Cold on 2 cores: helm about 4-6 min, sops 4-6 min, age <1 min.
+HELM_VERSION="${OPSASSIST_HELM_VERSION:-v4.3.2}"
+SOPS_VERSION="${OPSASSIST_SOPS_VERSION:-v3.13.3}"
+AGE_VERSION="${OPSASSIST_AGE_VERSION:-v1.3.2}"
+# Vault (server and agent in one binary) for the chart's Vault Agent path: OpenBao's server
+# module is not served by the Go module proxy, HashiCorp Vault's is.
+VAULT_VERSION="${OPSASSIST_VAULT_VERSION:-v1.21.4}"
+# The published CRDs the chart's custom resources are checked against (installed into the
+# project's kube-apiserver, then the objects dry-run there), from the projects' own module zips.
+CRD_MODULES="github.com/kserve/kserve@${OPSASSIST_KSERVE_CRD_VERSION:-v0.16.0}:config/crd/full/serving.kserve.io_inferenceservices.yaml
+github.com/prometheus-operator/prometheus-operator@${OPSASSIST_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}:example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
+github.com/prometheus-operator/prometheus-operator@${OPSASSIST_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}:example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml
+github.com/prometheus-operator/prometheus-operator@${OPSASSIST_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}:example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml
+github.com/external-secrets/external-secrets@${OPSASSIST_EXTERNAL_SECRETS_VERSION:-v0.16.2}:config/crds/bases/external-secrets.io_externalsecrets.yaml
+github.com/external-secrets/external-secrets@${OPSASSIST_EXTERNAL_SECRETS_VERSION:-v0.16.2}:config/crds/bases/external-secrets.io_secretstores.yaml
+github.com/argoproj/argo-cd/v3@${OPSASSIST_ARGO_CD_VERSION:-v3.5.8}:manifests/crds/application-crd.yaml
+github.com/argoproj/argo-cd/v3@${OPSASSIST_ARGO_CD_VERSION:-v3.5.8}:manifests/crds/appproject-crd.yaml"
 # Without optimizations or inlining, as the kube-apiserver build (test tools: less build CPU).
 GCFLAGS="${OPSASSIST_TOOLS_GCFLAGS-all=-N -l}"
 
@@ -65,6 +85,7 @@ go_build_wrapped() {  # module version package binary
     mkdir -p "$src" "$TOOLS/bin" "$GOCACHES/mod" "$GOCACHES/cache"
     printf 'module opsassist.local/%s-build\n\ngo 1.26\n\nrequire %s %s\n' \
         "$name" "$module" "$version" > "$src/go.mod"
+    printf '%s\n' "${EXTRA_GO_MOD:-}" >> "$src/go.mod"
     printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" > "$src/tools.go"
     if ! (cd "$src" && env GOMODCACHE="$GOCACHES/mod" GOCACHE="$GOCACHES/cache" \
             GOFLAGS="-trimpath -mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local \
@@ -78,6 +99,32 @@ go_build_wrapped() {  # module version package binary
     echo "$bin"
 }
 
+# crds: `go mod download` of each module (cached in var/go/mod), its CRD file copied into
+# var/tools/crds. About 30 s cold (Argo CD's zip is the large one).
+fetch_crds() {
+    local out="$TOOLS/crds" entry module file dir want
+    want="$(printf '%s' "$CRD_MODULES" | md5sum | cut -d' ' -f1)"
+    if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$want" ]; then
+        echo "$out"
+        return 0
+    fi
+    mkdir -p "$out" "$GOCACHES/mod"
+    rm -f "$out"/*.yaml
+    while IFS= read -r entry; do
+        module="${entry%%:*}"
+        file="${entry#*:}"
+        if ! dir="$(cd "$TOOLS" && env GOMODCACHE="$GOCACHES/mod" GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+                "$GO" mod download -json "$module" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')" \
+                || [ ! -f "$dir/$file" ]; then
+            err "FAILED crds: $module $file"
+            return 1
+        fi
+        cp "$dir/$file" "$out/$(basename "$file")"
+    done <<< "$CRD_MODULES"
+    echo "$want" > "$out/.stamp"
+    echo "$out"
+}
+
 case "${1:-}" in
     statsd_exporter)
         go_install "github.com/prometheus/statsd_exporter@$STATSD_EXPORTER_VERSION" statsd_exporter
@@ -86,8 +133,27 @@ case "${1:-}" in
         go_build_wrapped github.com/docker/compose/v5 "$DOCKER_COMPOSE_VERSION" \
             github.com/docker/compose/v5/cmd docker-compose
         ;;
+    helm)
+        go_install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" helm
+        ;;
+    sops)
+        go_install "github.com/getsops/sops/v3/cmd/sops@$SOPS_VERSION" sops
+        ;;
+    age | age-keygen)
+        go_install "filippo.io/age/cmd/$1@$AGE_VERSION" "$1"
+        ;;
+    vault)
+        # its go.mod replaces two dependencies (honoured only in the main module) and its own
+        # nested modules (api, sdk: taken at the versions it requires instead)
+        EXTRA_GO_MOD='replace github.com/99designs/keyring => github.com/Jeffail/keyring v1.2.3
+replace github.com/ma314smith/signedxml v1.1.1 => github.com/moov-io/signedxml v1.1.1' \
+            go_build_wrapped github.com/hashicorp/vault "$VAULT_VERSION" github.com/hashicorp/vault vault
+        ;;
+    crds)
+        fetch_crds
+        ;;
     *)
-        err "usage: scripts/tools.sh statsd_exporter|docker_compose"
+        err "usage: scripts/tools.sh statsd_exporter|docker_compose|helm|sops|age|age-keygen|vault|crds"
         exit 2
         ;;
 esac

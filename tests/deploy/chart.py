@@ -1,0 +1,230 @@
+"""Shared helpers of the deploy tests: the real tools the test command builds from the Go module
+proxy (scripts/tools.sh: helm, sops, age), the chart rendered with `helm template`, the
+published CRDs, and a client of the project's real kube-apiserver."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import ROOT
+
+CHART = ROOT / "deploy" / "helm" / "opsassist"
+AIRFLOW_VALUES = ROOT / "deploy" / "helm" / "airflow" / "values.yaml"
+ARGOCD = ROOT / "deploy" / "argocd"
+SECRETS = ROOT / "deploy" / "secrets"
+AGE_TEST_KEY = ROOT / "tests" / "deploy" / "fixtures" / "age-test-key.txt"
+ENVIRONMENTS = {"dev": "opsassist-dev", "prod": "opsassist"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Namespace",
+    "PersistentVolume",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "CustomResourceDefinition",
+}
+
+Manifest = dict[str, Any]
+
+
+def tool(name: str) -> str:
+    """A binary scripts/tools.sh builds: OPSASSIST_<NAME> (the test command exports none of
+    these; a developer may point at another build), else var/tools/bin/<name>. Missing is a
+    failure, not a skip: CI builds it (scripts/test.sh build_tools)."""
+    override = os.environ.get("OPSASSIST_" + name.upper().replace("-", "_"), "")
+    path = Path(override) if override else ROOT / "var" / "tools" / "bin" / name
+    assert path.is_file() and os.access(path, os.X_OK), (
+        f"{name} not found at {path}: build it with scripts/tools.sh {name}"
+    )
+    return str(path)
+
+
+def crds_dir() -> Path:
+    """The published CRDs (KServe, Prometheus Operator, External Secrets, Argo CD) that
+    scripts/tools.sh crds copies out of the projects' Go module zips."""
+    path = Path(os.environ.get("OPSASSIST_CRDS", "") or ROOT / "var" / "tools" / "crds")
+    assert list(path.glob("*.yaml")), f"no CRDs in {path}: run scripts/tools.sh crds"
+    return path
+
+
+def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        input=input,
+        env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 0, f"{' '.join(args)}: {result.stderr}{result.stdout}"
+    return result.stdout
+
+
+def values_file(environment: str) -> Path:
+    return CHART / f"values-{environment}.yaml"
+
+
+@cache
+def helm_template(
+    environment: str, namespace: str | None = None, sets: tuple[str, ...] = ()
+) -> str:
+    args = ["--set", ",".join(sets)] if sets else []
+    return run(
+        tool("helm"),
+        "template",
+        "opsassist",
+        str(CHART),
+        "--namespace",
+        namespace or ENVIRONMENTS[environment],
+        "-f",
+        str(values_file(environment)),
+        *args,
+    )
+
+
+def render(environment: str, *sets: str) -> tuple[Manifest, ...]:
+    """The chart's objects for one environment's values (plus --set overrides). helm template
+    leaves metadata.namespace out of most objects: the namespace is the release's."""
+    docs = [d for d in yaml.safe_load_all(helm_template(environment, None, sets)) if d]
+    for doc in docs:
+        if doc["kind"] not in CLUSTER_SCOPED:
+            doc["metadata"].setdefault("namespace", ENVIRONMENTS[environment])
+    return tuple(docs)
+
+
+def by_kind(objects: tuple[Manifest, ...], kind: str) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in objects if m["kind"] == kind}
+
+
+def one(objects: tuple[Manifest, ...], kind: str, name: str) -> Manifest:
+    found = by_kind(objects, kind)
+    assert name in found, f"{kind}/{name} not rendered; have {sorted(found)}"
+    return found[name]
+
+
+def load_yaml_files(folder: Path) -> list[Manifest]:
+    return [
+        doc
+        for path in sorted(folder.rglob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+# --- the real kube-apiserver ---------------------------------------------------------------------
+def api_server() -> Any:
+    """A dynamic client for the API server OPSASSIST_KUBE_APISERVER names (token in
+    OPSASSIST_KUBE_TOKEN, CA in OPSASSIST_KUBE_CA_FILE or OPSASSIST_KUBE_INSECURE=1), else for the
+    project's own kube-apiserver (scripts/services up kube-apiserver), as its admin."""
+    from kubernetes import client, dynamic
+
+    from tests.conftest import require_service, service_port
+
+    configuration = client.Configuration()
+    external = os.environ.get("OPSASSIST_KUBE_APISERVER")
+    if external:
+        configuration.host = external
+        token = os.environ.get("OPSASSIST_KUBE_TOKEN", "")
+        configuration.ssl_ca_cert = os.environ.get("OPSASSIST_KUBE_CA_FILE") or None
+        configuration.verify_ssl = os.environ.get("OPSASSIST_KUBE_INSECURE") != "1"
+    else:
+        port = service_port("kube_apiserver", 16443)
+        require_service("kube-apiserver", port)
+        kube = ROOT / "var" / "services" / "kube-apiserver"
+        configuration.host = f"https://127.0.0.1:{port}"
+        configuration.ssl_ca_cert = str(kube / "pki" / "ca.crt")
+        token = (kube / "tokens" / "admin.token").read_text().strip()
+    if token:
+        configuration.api_key = {"authorization": token}
+        configuration.api_key_prefix = {"authorization": "Bearer"}
+    return dynamic.DynamicClient(client.ApiClient(configuration))
+
+
+def ensure_namespace(api: Any, name: str) -> None:
+    """A real namespace: a dry run cannot create the namespace its objects go into."""
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.rest import ApiException
+
+    try:
+        CoreV1Api(api.client).create_namespace({"metadata": {"name": name}})
+    except ApiException as exc:
+        assert exc.status == 409, exc.body
+
+
+def install_crds(api: Any) -> set[str]:
+    """Every published CRD of crds_dir() applied (server-side) to the API server and waited for
+    until Established; returns their kinds."""
+    resource = api.resources.get(
+        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
+    )
+    kinds = set()
+    names = []
+    for path in sorted(crds_dir().glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd:
+                continue
+            crd["metadata"].pop("creationTimestamp", None)
+            api.server_side_apply(
+                resource,
+                body=crd,
+                name=crd["metadata"]["name"],
+                field_manager="opsassist-tests",
+                force_conflicts=True,
+            )
+            kinds.add(crd["spec"]["names"]["kind"])
+            names.append(crd["metadata"]["name"])
+    deadline = time.monotonic() + 60
+    for name in names:
+        while True:
+            conditions = resource.get(name=name).to_dict().get("status", {}).get("conditions") or []
+            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                break
+            assert time.monotonic() < deadline, f"CRD {name} not Established"
+            time.sleep(0.2)
+    api.resources.invalidate_cache()
+    return kinds
+
+
+def dry_run(api: Any, manifest: Manifest) -> None:
+    """A server-side apply of the object with dryRun=All and fieldValidation=Strict: admission,
+    defaulting and the schema (built-in OpenAPI, or the CRD's openAPIV3Schema) all run, unknown
+    or duplicate fields are errors, and nothing is stored."""
+    resource = api.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    api.server_side_apply(
+        resource,
+        body=manifest,
+        name=manifest["metadata"]["name"],
+        namespace=manifest["metadata"].get("namespace") if resource.namespaced else None,
+        field_manager="opsassist-tests",
+        force_conflicts=True,
+        dry_run="All",
+        query_params=[("fieldValidation", "Strict")],
+    )
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Helm's values merge: maps merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {k: _merge(base.get(k), v) if k in base else v for k, v in override.items()} | {
+            k: v for k, v in base.items() if k not in override
+        }
+    return override
+
+
+def values(environment: str) -> dict[str, Any]:
+    """values.yaml merged with values-<environment>.yaml, as helm merges them."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    return _merge(defaults, yaml.safe_load(values_file(environment).read_text()))
+
+
+def secret_specs(environment: str) -> list[dict[str, Any]]:
+    """The Secrets the chart's pods and Airflow read: name, keys, Vault path (never values)."""
+    secrets = values(environment)["secrets"]
+    return [secrets["chat"], secrets["openWebui"], *secrets["airflow"]]
