@@ -542,12 +542,15 @@ class Settings(BaseSettings):
         default=False,
         description="Chat questions may run read-only tools and propose approved actions.",
     )
-    agent_planner: Literal["deterministic", "model"] = Field(
-        default="deterministic",
-        description="Who picks tools: rules over the question and runbook commands (small local "
-        "models), or the model through OpenAI tool calls (GPT-OSS-20b in production).",
+    agent_planner: Literal["investigate", "deterministic", "model"] = Field(
+        default="investigate",
+        description="Who picks tools: investigate (find the object, follow the evidence per kind "
+        "with the declared playbooks), deterministic (the first keyword rules, kept as the "
+        "baseline), or the model through OpenAI tool calls (GPT-OSS-20b in production).",
     )
-    agent_max_steps: int = Field(default=6, description="Tool calls per question, at most.")
+    agent_max_steps: int = Field(
+        default=12, description="Tool calls per question, at most (the investigation's budget)."
+    )
     agent_allow_self_approval: bool = Field(
         default=False,
         description="An operator may approve a change they proposed themselves (default: four "
@@ -564,7 +567,9 @@ class Settings(BaseSettings):
         description="Comma-separated namespaces the tools may read and act in (allow-list).",
     )
     agent_resources: str = Field(
-        default="pods,deployments,replicasets,events,nodes",
+        default="pods,deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs,"
+        "persistentvolumeclaims,storageclasses,horizontalpodautoscalers,services,endpoints,"
+        "ingresses,networkpolicies,configmaps,events,nodes",
         description="Comma-separated Kubernetes resource kinds the tools may touch (allow-list).",
     )
     agent_default_namespace: str = Field(

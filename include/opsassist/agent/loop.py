@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from opsassist.agent import kube, model, planner
+from opsassist.agent import investigate, kube, model, planner
 from opsassist.agent.redact import redact, redact_text
 from opsassist.agent.registry import Refusal, Registry, ToolCall
 from opsassist.agent.roles import Principal
@@ -104,6 +104,8 @@ class Agent:
             return self.status(action_id, who)
         if self.settings.agent_planner == "model":
             return self._model_loop(question, who)
+        if self.settings.agent_planner == "investigate" and not self._write_intents(question):
+            return self._investigate(question, who)
         allow = self.registry.allow
         first = planner.plan(question, [], allow.namespaces, self.settings.agent_default_namespace)
         if not first.reads and not first.writes and not planner.write_intents(question):
@@ -127,6 +129,30 @@ class Agent:
                 reply, who, ToolCall(note.split(":", 1)[0], {}, "user"), note.split(": ", 1)[-1]
             )
         reply.text = self._compose(question, reply)
+        return reply
+
+    def _write_intents(self, question: str) -> list[tuple[str, dict[str, str | int]]]:
+        """The writes the user's message asks for ("restart count of x" names no workload)."""
+        skip = set(investigate.load_book().get("not_write_names") or [])
+        return [(t, a) for t, a in planner.write_intents(question) if a.get("name") not in skip]
+
+    def _investigate(self, question: str, who: Principal) -> AgentReply | None:
+        """Find the object, follow the evidence per kind (playbooks.yaml), state the cause."""
+        q = investigate.parse(question, self.registry.allow)
+        if q is None:
+            return None
+        reply = AgentReply("", "diagnosis")
+        self._run(ToolCall("search_runbooks", {"query": question[:300], "k": 3}), who, reply)
+
+        def run(call: ToolCall) -> tuple[bool, str, int] | None:
+            done = self._run(call, who, reply)
+            return None if done is None else (done.ok, done.output, len(reply.runs) - 1)
+
+        def budget() -> int:
+            return self.settings.agent_max_steps - len(reply.runs)
+
+        lead = investigate.Investigation(self.registry.allow, run, budget).answer(q)
+        reply.text = self._compose(question, reply, lead)
         return reply
 
     # --- tools -----------------------------------------------------------------------------------
@@ -401,8 +427,9 @@ class Agent:
     # --- model planner ----------------------------------------------------------------------------
     def _model_loop(self, question: str, who: Principal) -> AgentReply | None:
         reply = AgentReply("", "diagnosis")
+        allowed = ", ".join(sorted(self.registry.allow.namespaces))
         messages: list[dict[str, Any]] = [
-            {"role": "system", "content": model.SYSTEM},
+            {"role": "system", "content": f"{model.SYSTEM}\nAllowed namespaces: {allowed}."},
             {"role": "user", "content": question},
         ]
         asked = {tool for tool, _ in planner.write_intents(question)}
@@ -468,6 +495,15 @@ class Agent:
             status = "" if run.ok else " (failed)"
             evidence.append(f"[{run.number}] {run.label()}{status}:\n```\n{run.output}\n```")
         reply.citations = citations
+        lead = re.sub(  # the investigation cites runs by position: [#i] -> [source number]
+            r"\[#(\d+)\]",
+            lambda m: (
+                f"[{reply.runs[int(m.group(1))].number}]"
+                if int(m.group(1)) < len(reply.runs)
+                else ""
+            ),
+            lead,
+        )
         if not lead and self.settings.agent_summarize and evidence:
             lead = model.summarize(self.settings, question, "\n".join(evidence)[:3000])
         parts = [redact_text(lead)] if lead else []

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from opsassist.agent import kube
+from opsassist.agent import kuberead
 from opsassist.agent.registry import AllowList, Registry, Tool
 from opsassist.documents import SearchHit
 from opsassist.settings import Settings
@@ -23,7 +23,7 @@ SearchFn = Callable[[str, str, int], list[SearchHit]]  # (index alias, query, k)
 NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"}
 NAMESPACE = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"}
 SELECTOR = {"type": "string", "pattern": r"^[A-Za-z0-9_./=!,\- ()]{0,200}$"}
-KIND = {"type": "string", "enum": ["pods", "deployments", "replicasets", "events", "nodes"]}
+KIND = {"type": "string", "enum": [k for k in kuberead.RESOURCES if k != "endpoints"]}
 PROMQL = {"type": "string", "minLength": 1, "maxLength": 500}
 
 
@@ -98,16 +98,65 @@ def format_vector(data: dict[str, Any], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def build_registry(settings: Settings, read_api: Any, search_fn: SearchFn | None) -> Registry:
-    """Every tool, bound to this settings' Prometheus, the read identity and a search function."""
-    prom = settings.signals_prometheus_url
+PromGet = Callable[[str, dict[str, Any]], Any]  # (API path, params) -> the answer's data
+
+
+def rollout_status(source: kuberead.Source, namespace: str, name: str) -> dict[str, Any]:
+    """kubectl's rollout-status rule: done when the controller saw the latest generation and every
+    replica is updated and available."""
+    dep = kuberead.read(source, "deployments", namespace, name)
+    spec, st, meta = dep.get("spec") or {}, dep.get("status") or {}, dep.get("metadata") or {}
+    want = int(spec["replicas"]) if spec.get("replicas") is not None else 1
+    observed: int | None = st.get("observedGeneration")
+    seen = observed is not None and observed >= (meta.get("generation") or 0)
+    done = (
+        seen
+        and int(st.get("updatedReplicas") or 0) >= want
+        and int(st.get("availableReplicas") or 0) >= want
+        and int(st.get("replicas") or 0) <= want
+    )
+    annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    return {
+        "deployment": f"{namespace}/{name}",
+        "done": bool(done),
+        "generation": meta.get("generation"),
+        "observed_generation": observed,
+        "replicas": want,
+        "updated": st.get("updatedReplicas") or 0,
+        "available": st.get("availableReplicas") or 0,
+        "restarted_at": annotations.get("kubectl.kubernetes.io/restartedAt"),
+    }
+
+
+def build_registry(
+    settings: Settings,
+    read_api: Any,
+    search_fn: SearchFn | None,
+    *,
+    source: kuberead.Source | None = None,
+    prom: PromGet | None = None,
+) -> Registry:
+    """Every tool, bound to this settings' Prometheus, the read identity and a search function.
+    ``source`` / ``prom`` replace the API server and Prometheus (recorded runs)."""
     timeout = settings.agent_tool_timeout_seconds
+    if source is None and read_api is not None:
+        source = kuberead.ApiSource(read_api)
+    if prom is None:
+        url = settings.signals_prometheus_url
+
+        def prom_http(path: str, params: dict[str, Any]) -> Any:
+            return prometheus_get(url, path, params, timeout)
+
+        prom = prom_http
+    kube: kuberead.Source = source if source is not None else _NoSource()
+    holder: list[Registry] = []
 
     def instant(args: dict[str, Any]) -> str:
-        params = {"query": args["query"]}
-        return format_vector(prometheus_get(prom, "/api/v1/query", params, timeout))
+        assert prom is not None
+        return format_vector(prom("/api/v1/query", {"query": args["query"]}))
 
     def range_query(args: dict[str, Any]) -> str:
+        assert prom is not None
         end = time.time()
         minutes = int(args.get("minutes", 30))
         params = {
@@ -116,7 +165,23 @@ def build_registry(settings: Settings, read_api: Any, search_fn: SearchFn | None
             "end": end,
             "step": int(args.get("step_seconds", 60)),
         }
-        return format_vector(prometheus_get(prom, "/api/v1/query_range", params, timeout))
+        return format_vector(prom("/api/v1/query_range", params))
+
+    def metric_names(args: dict[str, Any]) -> str:
+        assert prom is not None
+        names = [str(n) for n in prom("/api/v1/label/__name__/values", {}) or []]
+        words = [w for w in str(args["match"]).lower().replace("_", " ").split() if w]
+        hits = [n for n in names if all(w in n.lower() for w in words)]
+        return "\n".join(hits[:30]) or f"no metric name contains {args['match']!r}"
+
+    def find(args: dict[str, Any]) -> str:
+        allowed = holder[0].allow.namespaces
+        namespaces = [args["namespace"]] if args.get("namespace") else sorted(allowed)
+        resources = holder[0].allow.resources
+        kinds = [args["kind"]] if args.get("kind") else [*kuberead.FINDABLE, "nodes"]
+        kinds = [k for k in kinds if k in resources]
+        matches = kuberead.find(kube, args["name"], namespaces, kinds)
+        return kuberead.find_text(matches, args["name"], namespaces)
 
     def search_tool(alias: str) -> Callable[[dict[str, Any]], list[SearchHit]]:
         def run(args: dict[str, Any]) -> list[SearchHit]:
@@ -152,29 +217,52 @@ def build_registry(settings: Settings, read_api: Any, search_fn: SearchFn | None
             timeout,
         ),
         Tool(
+            "prometheus_metrics",
+            "Metric names on Prometheus containing these words (which metric exists).",
+            _obj({"match": {"type": "string", "minLength": 2, "maxLength": 80}}, ["match"]),
+            "read",
+            metric_names,
+            timeout,
+        ),
+        Tool(
+            "k8s_find",
+            "Find the object a name means in the allowed namespaces (or one): exact name, name "
+            "prefix, app label; Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, pods, "
+            "Services, PVCs, nodes.",
+            _obj({"name": NAME, "namespace": NAMESPACE, "kind": KIND}, ["name"]),
+            "read",
+            find,
+            timeout,
+        ),
+        Tool(
             "k8s_get",
-            "List or get Kubernetes objects (kubectl get) in a namespace.",
+            "List or get Kubernetes objects (kubectl get) in a namespace (none for nodes and "
+            "StorageClasses).",
             _obj(
                 {"kind": KIND, "namespace": NAMESPACE, "name": NAME, "label_selector": SELECTOR},
-                ["kind", "namespace"],
+                ["kind"],
             ),
             "read",
-            lambda a: kube.get(
-                read_api, a["kind"], a["namespace"], a.get("name"), a.get("label_selector")
+            lambda a: kuberead.get(
+                kube, a["kind"], a.get("namespace"), a.get("name"), a.get("label_selector")
             ),
             timeout,
         ),
         Tool(
             "k8s_describe",
-            "Describe one pod or deployment with its events (kubectl describe).",
-            _obj({"kind": KIND, **ns_name}, ["kind", "namespace", "name"]),
+            "Describe one object with its events (kubectl describe): pods, deployments, "
+            "statefulsets, daemonsets, jobs, cronjobs, persistentvolumeclaims, storageclasses, "
+            "horizontalpodautoscalers, services (with endpoints), ingresses, networkpolicies, "
+            "configmaps (keys only) and nodes.",
+            _obj({"kind": KIND, **ns_name}, ["kind", "name"]),
             "read",
-            lambda a: kube.describe(read_api, a["kind"], a["namespace"], a["name"]),
+            lambda a: kuberead.describe(kube, a["kind"], a.get("namespace"), a["name"]),
             timeout,
         ),
         Tool(
             "k8s_logs",
-            "Last log lines of a pod's container (kubectl logs --tail).",
+            "Log lines of a pod's container (kubectl logs): tail, previous container, since, "
+            "lines containing a string.",
             _obj(
                 {
                     "namespace": NAMESPACE,
@@ -182,17 +270,21 @@ def build_registry(settings: Settings, read_api: Any, search_fn: SearchFn | None
                     "container": NAME,
                     "tail_lines": {"type": "integer", "minimum": 1, "maximum": 200},
                     "previous": {"type": "boolean"},
+                    "since_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+                    "grep": {"type": "string", "minLength": 1, "maxLength": 100},
                 },
                 ["namespace", "pod"],
             ),
             "read",
-            lambda a: kube.logs(
-                read_api,
+            lambda a: kuberead.logs(
+                kube,
                 a["namespace"],
                 a["pod"],
                 a.get("container"),
                 int(a.get("tail_lines", 50)),
                 bool(a.get("previous", False)),
+                a.get("since_seconds"),
+                a.get("grep"),
             ),
             timeout,
             kind="pods",
@@ -200,9 +292,9 @@ def build_registry(settings: Settings, read_api: Any, search_fn: SearchFn | None
         Tool(
             "k8s_events",
             "Recent events of a namespace, or of one object (kubectl get events).",
-            _obj({"namespace": NAMESPACE, "name": NAME}, ["namespace"]),
+            _obj({"namespace": NAMESPACE, "name": NAME, "kind": KIND}, ["namespace"]),
             "read",
-            lambda a: kube.events(read_api, a["namespace"], a.get("name")),
+            lambda a: kuberead.events(kube, a["namespace"], a.get("name"), a.get("kind")),
             timeout,
             kind="events",
         ),
@@ -211,7 +303,7 @@ def build_registry(settings: Settings, read_api: Any, search_fn: SearchFn | None
             "Rollout status of a Deployment (kubectl rollout status).",
             _obj(ns_name, ["namespace", "name"]),
             "read",
-            lambda a: kube.rollout_status(read_api, a["namespace"], a["name"]),
+            lambda a: rollout_status(kube, a["namespace"], a["name"]),
             timeout,
             kind="deployments",
         ),
@@ -248,7 +340,19 @@ def build_registry(settings: Settings, read_api: Any, search_fn: SearchFn | None
         tools.append(
             Tool(name, description, schema, "write", _no_direct_write(name), timeout, kind=kind)
         )
-    return Registry(tools, AllowList.from_settings(settings))
+    registry = Registry(tools, AllowList.from_settings(settings))
+    holder.append(registry)
+    return registry
+
+
+class _NoSource:
+    """No Kubernetes API configured: every read says so."""
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        raise RuntimeError("the Kubernetes API is not configured here")
+
+    def text(self, path: str, params: dict[str, Any] | None = None) -> str:
+        raise RuntimeError("the Kubernetes API is not configured here")
 
 
 def _no_direct_write(name: str) -> Callable[[dict[str, Any]], Any]:
