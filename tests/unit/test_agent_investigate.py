@@ -231,3 +231,55 @@ def test_model_planner_prompt_and_schemas_drive_a_tool_calling_model(
     assert reply.text.startswith("Root cause: the worker cannot reach postgres")
     system = sent[0]["messages"][0]["content"]
     assert "k8s_find" in system and "allow-list" in system and "previous" in system
+
+
+def test_describe_covers_every_read_kind() -> None:
+    objects: list[dict[str, Any]] = [
+        {
+            "kind": "Ingress",
+            "metadata": {"name": "shop", "namespace": "web"},
+            "spec": {
+                "ingressClassName": "nginx",
+                "rules": [
+                    {
+                        "host": "shop.example",
+                        "http": {
+                            "paths": [{"path": "/", "backend": {"service": {"name": "storefront"}}}]
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-all", "namespace": "web"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        },
+        {
+            "kind": "DaemonSet",
+            "metadata": {"name": "log-agent", "namespace": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "log-agent"}}},
+            "status": {"desiredNumberScheduled": 3, "numberReady": 2, "numberUnavailable": 1},
+        },
+        {"kind": "StorageClass", "metadata": {"name": "gp3"}, "provisioner": "ebs.csi.aws.com"},
+        {
+            "kind": "Service",
+            "metadata": {"name": "storefront", "namespace": "web"},
+            "spec": {
+                "selector": {"app": "storefront"},
+                "ports": [{"port": 80, "targetPort": 8080}],
+            },
+        },
+    ]
+    source = replay.ReplaySource(objects, {})
+    assert "rules=shop.example/->storefront" in kuberead.describe(
+        source, "ingresses", "web", "shop"
+    )
+    policy = kuberead.describe(source, "networkpolicies", "web", "deny-all")
+    assert "pods=all" in policy and "types=Ingress" in policy
+    assert "unavailable=1" in kuberead.describe(source, "daemonsets", "web", "log-agent")
+    assert "provisioner=ebs.csi.aws.com" in kuberead.describe(source, "storageclasses", None, "gp3")
+    service = kuberead.describe(source, "services", "web", "storefront")
+    assert "endpoints: ready=0 not-ready=0" in service and "selector app=storefront: 0" in service
+    with pytest.raises(ValueError, match="namespaced"):
+        kuberead.describe(source, "services", None, "storefront")
