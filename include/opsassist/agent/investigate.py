@@ -180,6 +180,7 @@ class Investigation:
         self.notes: list[str] = []
         self.status = "diagnosis"
         self.done: set[str] = set()
+        self.findings: list[str] = []
 
     # --- calls -----------------------------------------------------------------------------------
     def call(self, tool: str, **args: Any) -> tuple[bool, str, int] | None:
@@ -471,17 +472,37 @@ class Investigation:
         self.survey_pods(Question(f"events in {namespace}", "", [], namespace=namespace))
 
     def survey_pods(self, q: Question) -> None:
+        """The unhealthy pods of the namespace (or of every allowed one), the likeliest first:
+        those whose status fits the symptom named, then by how bad they look. Up to three are
+        investigated until one shows a finding that answers the symptom; the rest are listed."""
         namespaces = [q.namespace] if q.namespace else sorted(self.allow.namespaces)
+        symptoms = [s for s in self.book["symptoms"] if any(_has(q.lower, w) for w in s["words"])]
+        statuses = {status for s in symptoms for status in s["statuses"]}
+        wanted = {finding for s in symptoms for finding in s["findings"]}
         failed = []
+        rows: list[tuple[int, str, dict[str, str]]] = []
         for namespace in namespaces:
             found = self.call("k8s_get", kind="pods", namespace=namespace)
             if found is None or not found[0]:
                 failed.append(f"{namespace} [#{found[2]}]" if found else namespace)
                 continue
-            worst = _worst_pod(found[1], q.lower)
-            if worst:
-                self.pod(namespace, worst, q)
-                return
+            rows.extend((score, namespace, pod) for score, pod in _ranked(found[1], statuses))
+        rows.sort(key=lambda row: -row[0])
+        tried = 0
+        for _, namespace, pod in rows[:3]:
+            before = len(self.causes), len(self.findings)
+            self.pod(namespace, pod["name"], q)
+            tried += 1
+            if not wanted or wanted & set(self.findings[before[1] :]):
+                if before[0]:  # the pod that answers the symptom leads the statement
+                    self.causes[:] = self.causes[before[0] :] + self.causes[: before[0]]
+                break
+        others = [
+            f"{ns}/{pod['name']} ({pod['status']}, {pod['restarts']} restarts)"
+            for _, ns, pod in rows[tried : tried + 5]
+        ]
+        if others:
+            self.notes.append("Also unhealthy: " + "; ".join(others))
         if failed:
             self.causes.append(f"the pods of {', '.join(failed)} could not be read")
         elif not self.causes:
@@ -583,6 +604,7 @@ class Investigation:
                 if events_index is not None and events_index != index:
                     cite = f" [#{index}][#{events_index}]"
                 self.causes.append(_fill(rule["cause"], values) + cite)
+                self.findings.append(rule["id"])
                 for step in rule.get("then") or []:
                     self.follow(step, values, q, ns)
                 return True
@@ -693,32 +715,41 @@ def _selector_of(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _worst_pod(text: str, lower: str) -> str | None:
-    pods = [m.groupdict() for m in _POD_LINE.finditer(text)]
+def _ranked(text: str, statuses: set[str]) -> list[tuple[int, dict[str, str]]]:
+    """The unhealthy pods of a pod list, worst first (a status the symptom names first)."""
 
     def badness(p: dict[str, str]) -> int:
         status = p["status"]
-        score = 0
-        if status.lower() in lower or (status == "CrashLoopBackOff" and "crash" in lower):
-            score += 100
-        if status in _BAD_STATUS or status.startswith("Err") or "Backoff" in status:
+        score = 100 if status in statuses else 0
+        if status in _BAD_STATUS or status.startswith("Err") or "BackOff" in status:
             score += 50
         elif status not in ("Running", "Succeeded", "Completed"):
             score += 40
         if int(p["ready"]) < int(p["total"]) and status not in ("Succeeded", "Completed"):
             score += 20
-        score += min(int(p["restarts"]), 10)
-        return score
+        return score + min(int(p["restarts"]), 10)
 
+    pods = [m.groupdict() for m in _POD_LINE.finditer(text)]
+    healthy = ("Running", "Succeeded", "Completed")
     bad = [
         p
         for p in pods
-        if badness(p) > 0
-        and not (p["status"] in ("Running",) and p["ready"] == p["total"] and p["restarts"] == "0")
+        if not (p["status"] in healthy and p["ready"] == p["total"] and p["restarts"] == "0")
+        and not (p["status"] in ("Succeeded", "Completed") and p["restarts"] == "0")
     ]
-    if not bad:
-        return None
-    return max(bad, key=badness)["name"]
+    return sorted(((badness(p), p) for p in bad), key=lambda row: -row[0])
+
+
+def _worst_pod(text: str, lower: str) -> str | None:
+    book = load_book()
+    statuses = {
+        status
+        for s in book["symptoms"]
+        if any(_has(lower, w) for w in s["words"])
+        for status in s["statuses"]
+    }
+    ranked = _ranked(text, statuses)
+    return ranked[0][1]["name"] if ranked else None
 
 
 def _first_pod(text: str) -> str | None:
