@@ -31,10 +31,13 @@ DEFAULT_ARGS = {
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["evaluation", "mlflow", "index"],
+    description="Retrieval evaluation of an index (BM25, vector, hybrid), logged to MLflow.",
     params={
         "set": Param("runbooks", enum=["runbooks", "signals"], description="Evaluation set."),
         "index": Param(
-            "", type="string", description="Alias or version (empty: the set's default index)."
+            None,
+            type=["null", "string"],
+            description="Alias or version, e.g. runbooks-v0007 (empty: the set's default index).",
         ),
     },
     doc_md=__doc__,

@@ -34,7 +34,18 @@ def _action_id(params: dict[str, Any] | None) -> str:
     max_active_runs=4,
     default_args=DEFAULT_ARGS,
     tags=["agent", "ops", "approval"],
-    params={"action_id": Param("", type="string", description="Pending action id (act-...).")},
+    description="Executes one approved action of the action agent (validate, approve, execute, "
+    "verify, report).",
+    # required: the form asks for it (Trigger stays disabled until it is filled), REST and CLI
+    # triggers without it are refused at once instead of creating a run that cannot do anything
+    params={
+        "action_id": Param(
+            type="string",
+            pattern=r"^act-\S+$",
+            description="Id of the pending action to execute (act-..., as the chat's reply "
+            "and the audit trail name it).",
+        )
+    },
     doc_md=__doc__,
 )
 def ops_action() -> None:

@@ -30,6 +30,7 @@ DEFAULT_ARGS = {
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["cag", "runbooks", "index"],
+    description="Runbooks -> validated, quality-gated index and knowledge pack (incremental).",
     params={
         "runbooks_path": Param(
             None,

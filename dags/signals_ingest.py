@@ -106,6 +106,7 @@ def _ingest(source: str) -> dict[str, Any]:
     dagrun_timeout=timedelta(minutes=15),
     default_args=DEFAULT_ARGS,
     tags=["signals", "kafka", "index", "streaming"],
+    description="Kafka, spool and Prometheus -> the signal index, every 30 s and on new messages.",
     doc_md=__doc__,
 )
 def signals_ingest() -> None:

@@ -30,6 +30,7 @@ DEFAULT_ARGS = {
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["signals", "retention", "index"],
+    description="Hourly: keeps the signal index to OPSASSIST_SIGNALS_RETENTION_DAYS days.",
     doc_md=__doc__,
 )
 def signals_retention() -> None:

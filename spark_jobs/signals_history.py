@@ -91,10 +91,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # --- Spark plumbing ---
-def session(master: str, split_mb: int) -> Any:
+def session(master: str, split_mb: int, ui: bool = False) -> Any:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("opsassist-signals-history")
+    # The Spark UI listens on 4040 on every interface; a one-day batch job needs none of it
+    # unless asked (OPSASSIST_HISTORY_SPARK_UI).
+    builder = builder.config("spark.ui.enabled", "true" if ui else "false")
     # Under spark-submit its --master stands (it always sets one, local[*] by default). Its JVM
     # is not reachable yet, so SparkConf() would look empty here and a master set on the builder
     # would override spark-submit's: the gateway port in the environment tells instead.
@@ -404,7 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    spark = session(args.master or settings.history_spark_master, settings.history_split_mb)
+    spark = session(
+        args.master or settings.history_spark_master,
+        settings.history_split_mb,
+        ui=settings.history_spark_ui,
+    )
     if args.master and args.master != spark.sparkContext.master:
         print(
             f"signals_history: --master {args.master} after the script is ignored under "

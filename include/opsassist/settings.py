@@ -377,8 +377,15 @@ class Settings(BaseSettings):
         description="Airflow Spark connection of the history DAG's SparkSubmitOperator.",
     )
     history_start_date: str = Field(
-        default="2026-01-01",
-        description="First day (YYYY-MM-DD) the daily history DAG catches up from.",
+        default="",
+        description="First day (YYYY-MM-DD) the daily history DAG catches up from once unpaused "
+        "(empty: no catch-up; each day is reprocessed after it ends, earlier days with "
+        "'airflow backfill create').",
+    )
+    history_spark_ui: bool = Field(
+        default=False,
+        description="Start the Spark UI of the history job (port 4040, on the address in "
+        "SPARK_LOCAL_IP, else on all interfaces). Off: the job opens no port.",
     )
 
     @field_validator("signals_spool_path")

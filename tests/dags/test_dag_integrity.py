@@ -27,10 +27,12 @@ def test_no_import_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert len(dagbag.dags) >= len(DAG_FILES)
 
 
-def test_owners_retries_tags_and_docs(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_owners_retries_tags_descriptions_and_docs(dagbag) -> None:  # type: ignore[no-untyped-def]
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         assert dag.doc_md, f"{dag_id} has no documentation"
+        # the DAG list's summary line: one sentence, not the whole doc
+        assert dag.description and len(dag.description) <= 140, f"{dag_id} description"
         for task in dag.tasks:
             assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} owner"
             assert task.retries is not None and task.retries >= 0, f"{dag_id}.{task.task_id}"

@@ -34,6 +34,7 @@ from opsassist.settings import PROJECT_ROOT, Settings
 JOB = PROJECT_ROOT / "spark_jobs" / "signals_history.py"
 TRAINING_DAY = dt.date(2026, 1, 15)
 TRAINING_TIMEOUT_SECONDS = 900
+PROGRESS_SECONDS = 15.0
 
 log = get_logger(__name__)
 
@@ -94,6 +95,28 @@ def write_training_archive(root: Path, day: dt.date = TRAINING_DAY) -> Path:
     return archive
 
 
+def _run_with_progress(command: list[str], env: dict[str, str], started: float) -> tuple[int, str]:
+    """Run the training job; one progress line every PROGRESS_SECONDS while it runs (so the first
+    run's task log is not silent for a minute or more). (returncode, stderr)."""
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        while True:
+            try:
+                _, stderr = process.communicate(timeout=PROGRESS_SECONDS)
+                return process.returncode, stderr
+            except subprocess.TimeoutExpired:
+                elapsed = time.perf_counter() - started
+                if elapsed > TRAINING_TIMEOUT_SECONDS:
+                    process.kill()
+                    process.communicate()
+                    raise
+                log.info(
+                    "class archive: training run still going",
+                    extra={"seconds": round(elapsed, 1)},
+                )
+
+
 def ensure_class_archive(settings: Settings) -> Path | None:
     """The class archive for this environment, made by a training run when it is missing.
 
@@ -121,17 +144,20 @@ def ensure_class_archive(settings: Settings) -> Path | None:
         command = [spark_submit(), "--master", "local[2]", "--driver-java-options", options]
         command += [str(JOB), "--date", TRAINING_DAY.isoformat(), "--dry-run"]
         command += ["--archive", str(write_training_archive(root))]
+        log.info(
+            "making the class archive: a training run of the history job on a small sample day "
+            "(first run in this environment, ~45 s)",
+            extra={"path": str(target)},
+        )
         try:
-            result = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=TRAINING_TIMEOUT_SECONDS
-            )
+            returncode, stderr = _run_with_progress(command, env, started)
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("class archive not made", extra={"reason": str(exc)})
             return None
-        if result.returncode != 0 or not partial.is_file():
+        if returncode != 0 or not partial.is_file():
             log.warning(
                 "class archive not made",
-                extra={"returncode": result.returncode, "stderr": result.stderr[-2000:]},
+                extra={"returncode": returncode, "stderr": stderr[-2000:]},
             )
             return None
         os.replace(partial, target)  # complete before any JVM can see it
