@@ -22,9 +22,6 @@ DOCKER_COMPOSE_VERSION="${OPSASSIST_DOCKER_COMPOSE_VERSION:-v5.6.0}"
 HELM_VERSION="${OPSASSIST_HELM_VERSION:-v4.3.2}"
 SOPS_VERSION="${OPSASSIST_SOPS_VERSION:-v3.13.3}"
 AGE_VERSION="${OPSASSIST_AGE_VERSION:-v1.3.2}"
-# Vault (server and agent in one binary) for the chart's Vault Agent path: OpenBao's server
-# module is not served by the Go module proxy, HashiCorp Vault's is.
-VAULT_VERSION="${OPSASSIST_VAULT_VERSION:-v1.21.4}"
 # The published CRDs the chart's custom resources are checked against (installed into the
 # project's kube-apiserver, then the objects dry-run there), from the projects' own module zips.
 CRD_MODULES="github.com/kserve/kserve@${OPSASSIST_KSERVE_CRD_VERSION:-v0.16.0}:config/crd/full/serving.kserve.io_inferenceservices.yaml
@@ -85,7 +82,6 @@ go_build_wrapped() {  # module version package binary
     mkdir -p "$src" "$TOOLS/bin" "$GOCACHES/mod" "$GOCACHES/cache"
     printf 'module opsassist.local/%s-build\n\ngo 1.26\n\nrequire %s %s\n' \
         "$name" "$module" "$version" > "$src/go.mod"
-    printf '%s\n' "${EXTRA_GO_MOD:-}" >> "$src/go.mod"
     printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" > "$src/tools.go"
     if ! (cd "$src" && env GOMODCACHE="$GOCACHES/mod" GOCACHE="$GOCACHES/cache" \
             GOFLAGS="-trimpath -mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local \
@@ -142,18 +138,11 @@ case "${1:-}" in
     age | age-keygen)
         go_install "filippo.io/age/cmd/$1@$AGE_VERSION" "$1"
         ;;
-    vault)
-        # its go.mod replaces two dependencies (honoured only in the main module) and its own
-        # nested modules (api, sdk: taken at the versions it requires instead)
-        EXTRA_GO_MOD='replace github.com/99designs/keyring => github.com/Jeffail/keyring v1.2.3
-replace github.com/ma314smith/signedxml v1.1.1 => github.com/moov-io/signedxml v1.1.1' \
-            go_build_wrapped github.com/hashicorp/vault "$VAULT_VERSION" github.com/hashicorp/vault vault
-        ;;
     crds)
         fetch_crds
         ;;
     *)
-        err "usage: scripts/tools.sh statsd_exporter|docker_compose|helm|sops|age|age-keygen|vault|crds"
+        err "usage: scripts/tools.sh statsd_exporter|docker_compose|helm|sops|age|age-keygen|crds"
         exit 2
         ;;
 esac
