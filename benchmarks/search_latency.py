@@ -24,7 +24,8 @@ import numpy as np
 from benchmarks._common import emit, machine, summary, time_calls
 from opsassist.chunking import chunk_runbook
 from opsassist.documents import make_chunk
-from opsassist.embedding import embed_query, embed_texts
+from opsassist.embedding import embed_texts
+from opsassist.embedding_onnx import query_encoder
 from opsassist.index.base import FusionConfig, Query, hybrid_search
 from opsassist.index.embedded import EmbeddedIndexStore
 from opsassist.parsing.markdown import load_runbook
@@ -121,6 +122,12 @@ def main() -> None:
         f"{rng.choice(QUERY_STEMS)} {rng.choice(['', 'now', 'in prod', 'again', 'how to fix'])} {i}"
         for i in range(args.queries)
     ]
+    # questions embedded as the chat server embeds them (ONNX Runtime for MiniLM's part)
+    encode = query_encoder(settings.embedding_model, workdir / "models")
+
+    def embed_query(text: str) -> np.ndarray:
+        return encode([text])[0]
+
     query_vectors = [embed_query(q) for q in queries[:50]]  # warm the model
     fusion = fusion_config(settings)  # every stage the chat server runs (glossaries included)
     plain = FusionConfig(

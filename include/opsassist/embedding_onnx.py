@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,6 @@ class OnnxQueryEncoder:
 
     def __init__(self, model_name: str, cache_dir: Path, threads: int = 0) -> None:
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
         self.model_name = model_name
         self.path = _export_path(cache_dir, model_name)
@@ -118,7 +118,7 @@ class OnnxQueryEncoder:
                 _export(model, self.path)
             else:
                 self.max_length = _max_length(model_name)
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_name))
+        self.tokenizer = _tokenizer(model_name, self.max_length)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         options.inter_op_num_threads = 1
@@ -133,19 +133,29 @@ class OnnxQueryEncoder:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        encoded = self.tokenizer(
-            list(texts),
-            return_tensors="np",
-            truncation=True,
-            max_length=self.max_length,
-            padding=True,
-        )
-        feeds = {name: np.asarray(encoded[name], dtype=np.int64) for name in INPUTS}
+        encoded = self.tokenizer.encode_batch(list(texts))  # truncated, padded to the longest
+        feeds = {
+            "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
+        }
         hidden = self.session.run(None, feeds)[0]
         mask = feeds["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.asarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
+
+
+def _tokenizer(model_name: str, max_length: int) -> Any:
+    """The model's fast tokenizer from its ``tokenizer.json`` (the ``tokenizers`` library: no
+    transformers or torch import), truncating and padding as sentence-transformers does."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(resolve_model_path(model_name)) / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=max_length)
+    pad_id = tokenizer.token_to_id("[PAD]")
+    tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+    return tokenizer
 
 
 def _max_length(model_name: str) -> int:
@@ -157,3 +167,42 @@ def _max_length(model_name: str) -> int:
         return int(json.loads(config.read_text()).get("max_seq_length") or 256)
     except (OSError, ValueError):
         return 256
+
+
+QueryEncoder = Callable[[Sequence[str]], np.ndarray]
+
+
+@lru_cache(maxsize=8)
+def query_encoder(
+    model_name: str, cache_dir: Path, device: str = "cpu", runtime: str = "onnx"
+) -> QueryEncoder:
+    """Question embeddings of ``model_name``, the vectors ``embed_texts(role="query")`` gives:
+    on a CPU with the ``onnx`` runtime every sentence-transformers part (MiniLM) runs through
+    ONNX Runtime and the others (USE, e5) through their own numpy/C encoders, so a question is
+    embedded without importing torch once the export exists. A part that cannot be exported
+    falls back to its torch encoder (logged once). ``a+b`` names concatenate as
+    :mod:`opsassist.embedding` does."""
+    from opsassist.embedding import embed_texts, is_sentence_transformer
+
+    parts: list[QueryEncoder] = []
+    for name in model_name.split("+"):
+        if runtime == "onnx" and device == "cpu" and is_sentence_transformer(name):
+            try:
+                parts.append(OnnxQueryEncoder(name, cache_dir))
+                continue
+            except Exception as exc:
+                log.warning(
+                    "ONNX query embeddings unavailable: using torch",
+                    extra={"model": name, "error": f"{type(exc).__name__}: {exc}"},
+                )
+        parts.append(
+            lambda texts, name=name: embed_texts(texts, name, 32, device, role="query")  # type: ignore[misc]
+        )
+    if len(parts) == 1:
+        return parts[0]
+    scale = 1.0 / float(np.sqrt(len(parts)))
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        return (np.concatenate([part(texts) for part in parts], axis=1) * scale).astype(np.float32)
+
+    return encode

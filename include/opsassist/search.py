@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from opsassist.documents import SearchHit
-from opsassist.embedding import embed_query
 from opsassist.index.base import (
     Filters,
     IndexStore,
@@ -16,6 +17,19 @@ from opsassist.index.base import (
 )
 from opsassist.settings import Settings, get_settings
 from opsassist.stores import fusion_config, get_index_store
+
+
+def question_vector(text: str, settings: Settings) -> np.ndarray:
+    """A question's vector as the chat server makes it (ONNX Runtime for the model's
+    sentence-transformers parts on a CPU: no torch import once the export exists)."""
+    from opsassist.embedding_onnx import query_encoder
+
+    return query_encoder(
+        settings.embedding_model,
+        settings.data_dir / "models",
+        settings.embedding_device,
+        settings.query_embedding_runtime,
+    )([text])[0]
 
 
 class EmptyQueryError(ValueError):
@@ -45,6 +59,6 @@ def search(
     vector = None
     if mode != "bm25":
         check_model(store, version, settings.embedding_model)
-        vector = embed_query(text, settings.embedding_model, settings.embedding_device)
+        vector = question_vector(text, settings)
     query = Query(text=text, vector=vector, k=k, mode=mode, filters=filters or Filters())
     return hybrid_search(store, version, query, fusion_config(settings))

@@ -67,13 +67,35 @@ def test_chat_pipeline_uses_onnx_for_minilm_and_torch_when_configured(tmp_path: 
     assert np.allclose(torch._encode(["pod"]), onnx._encode(["pod"]), atol=1e-4)
 
 
-def test_a_model_that_is_not_a_sentence_transformer_uses_its_own_encoder(tmp_path: Path) -> None:
-    """The default pair of models (MiniLM + USE) has its own encoder: no ONNX export."""
+@pytest.fixture(scope="module")
+def pair_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data directory for the default pair's tests: MiniLM is exported to it once."""
+    return tmp_path_factory.mktemp("pair")
+
+
+def test_the_default_pair_embeds_minilm_through_onnx_and_use_through_its_own_encoder(
+    pair_data_dir: Path,
+) -> None:
+    """The default pair of models (MiniLM + USE): MiniLM's half through ONNX Runtime, USE's
+    through its numpy encoder, scaled and concatenated as the indexes' vectors are."""
     from opsassist.embedding import embed_query
 
-    pipeline = ChatPipeline(Settings(data_dir=tmp_path), None, None, None)  # type: ignore[arg-type]
-    assert pipeline._query_encoder() is None
-    assert not (tmp_path / "models").exists()
-    vector = pipeline._encode(["под постоянно перезапускается"])[0]
-    both = embed_query("под постоянно перезапускается", "all-MiniLM-L6-v2+use-multilingual-v3")
-    assert vector.shape == (896,) and np.allclose(vector, both)
+    pipeline = ChatPipeline(Settings(data_dir=pair_data_dir), None, None, None)  # type: ignore[arg-type]
+    assert pipeline._query_encoder() is not None
+    assert list((pair_data_dir / "models").glob("all-MiniLM-L6-v2-*.onnx"))  # exported once
+    for question in ("под постоянно перезапускается", "etcd has no leader"):
+        vector = pipeline._encode([question])[0]
+        both = embed_query(question, "all-MiniLM-L6-v2+use-multilingual-v3")
+        assert vector.shape == (896,) and vector.dtype == np.float32
+        assert float(vector @ both) > 0.99999 and np.allclose(vector, both, atol=1e-4)
+
+
+def test_search_embeds_the_question_as_the_chat_server_does(pair_data_dir: Path) -> None:
+    from opsassist.embedding import embed_query
+    from opsassist.search import question_vector
+
+    settings = Settings(data_dir=pair_data_dir)
+    vector = question_vector("disk almost full on a node", settings)
+    expected = embed_query("disk almost full on a node", settings.embedding_model)
+    assert np.allclose(vector, expected, atol=1e-4)
+    assert list((pair_data_dir / "models").glob("*.onnx"))

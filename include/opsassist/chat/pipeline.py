@@ -216,7 +216,7 @@ class ChatPipeline:
         self.client = client
         self._embed = embed or BatchingEmbedder(self._encode)
         self._fusion = fusion_config(settings)
-        self._onnx: Any = None  # the ONNX query encoder once loaded; False: unavailable
+        self._onnx: Any = None  # the ONNX-backed question encoder once loaded
         self._alerts: tuple[str | None, dict[str, str]] = ("", {})  # pack version, alert -> runbook
         self._model_checked: set[str] = set()  # versions known to match the embedding model
         # the signal search of each request runs beside its runbook search
@@ -234,30 +234,17 @@ class ChatPipeline:
         )
 
     def _query_encoder(self) -> Callable[[Sequence[str]], np.ndarray] | None:
-        """The ONNX Runtime encoder (same vectors as torch, faster on a CPU), loaded once; None:
-        use the model's own encoder (configured so, on a GPU, a model that is not a
-        sentence-transformers one, or one that cannot be exported: logged once)."""
-        from opsassist.embedding import is_sentence_transformer
-
+        """The question encoder with ONNX Runtime for the model's sentence-transformers parts
+        (same vectors as torch, faster on a CPU; the other parts use their own encoders),
+        loaded once; None: torch for every part (configured so, or on a GPU)."""
         s = self.settings
-        if (
-            s.query_embedding_runtime != "onnx"
-            or s.embedding_device != "cpu"
-            or not is_sentence_transformer(s.embedding_model)
-        ):
+        if s.query_embedding_runtime != "onnx" or s.embedding_device != "cpu":
             return None
         if self._onnx is None:
-            from opsassist.embedding_onnx import OnnxQueryEncoder
+            from opsassist.embedding_onnx import query_encoder
 
-            try:
-                self._onnx = OnnxQueryEncoder(s.embedding_model, s.data_dir / "models")
-            except Exception as exc:
-                log.warning(
-                    "ONNX query embeddings unavailable: using torch",
-                    extra={"error": f"{type(exc).__name__}: {exc}"},
-                )
-                self._onnx = False
-        return self._onnx or None
+            self._onnx = query_encoder(s.embedding_model, s.data_dir / "models")
+        return self._onnx
 
     def warm_up(self) -> None:
         """Load the embedding model now rather than on the first question."""
