@@ -87,13 +87,17 @@ def template_error(*sets: str) -> str:
 
 
 def test_chart_refuses_secrets_in_settings_unpinned_images_and_mismatched_model_url() -> None:
+    # the templates' own guards
     assert "is a secret" in template_error("chat.settings.OPSASSIST_API_KEYS=x")
     assert "is a secret" in template_error("settings.OPSASSIST_REDIS_URL=redis://x")
-    assert "only OPSASSIST_* settings" in template_error("settings.HOME=/tmp")
-    assert "must be pinned" in template_error("images.chat.tag=latest")
-    assert "secrets.provider must be" in template_error("secrets.provider=plain")
     assert "OPSASSIST_MODEL_SERVER_URL must be" in template_error("model.name=other")
     assert "storageUri is required" in template_error("model.kind=huggingface")
+    # values.schema.json: unknown keys (typos), enums, pinned tags, setting names
+    assert "'replicaz' not allowed" in template_error("chat.replicaz=2")
+    assert "/images/chat/tag" in template_error("images.chat.tag=latest")
+    assert "/openWebui/image" in template_error("openWebui.image=open-webui:latest")
+    assert "must be one of" in template_error("secrets.provider=plain")
+    assert "'HOME' does not match" in template_error("settings.HOME=/tmp")
 
 
 # --- the server-side dry run --------------------------------------------------------------------
