@@ -75,7 +75,7 @@ await() {
 # The Go tools the tests use (scripts/tools.sh), one after the other; each path in var/test-run.
 build_tools() {
     local tool start
-    for tool in statsd_exporter docker_compose helm sops age age-keygen crds; do
+    for tool in statsd_exporter docker_compose helm sops age age-keygen consul-template crds; do
         start="$(elapsed)"
         scripts/tools.sh "$tool" > "$RUNLOG/$tool.path" || return 1
         record "  go-tools: $tool" "$start" "$(elapsed)" 0

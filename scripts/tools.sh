@@ -5,7 +5,7 @@
 #
 #   scripts/tools.sh statsd_exporter     # prints the binary's path
 #   scripts/tools.sh docker_compose
-#   scripts/tools.sh helm | sops | age | age-keygen
+#   scripts/tools.sh helm | sops | age | age-keygen | consul-template
 #   scripts/tools.sh crds                # prints the folder of the published CRDs (below)
 #
 # statsd_exporter: the version docker-compose runs (prom/statsd-exporter), so the mapping the
@@ -22,6 +22,8 @@ DOCKER_COMPOSE_VERSION="${OPSASSIST_DOCKER_COMPOSE_VERSION:-v5.6.0}"
 HELM_VERSION="${OPSASSIST_HELM_VERSION:-v4.3.2}"
 SOPS_VERSION="${OPSASSIST_SOPS_VERSION:-v3.13.3}"
 AGE_VERSION="${OPSASSIST_AGE_VERSION:-v1.3.2}"
+# consul-template: Vault Agent's template engine, to render the chart's Vault Agent template.
+CONSUL_TEMPLATE_VERSION="${OPSASSIST_CONSUL_TEMPLATE_VERSION:-v0.41.4}"
 # The published CRDs the chart's custom resources are checked against (installed into the
 # project's kube-apiserver, then the objects dry-run there), from the projects' own module zips.
 CRD_MODULES="github.com/kserve/kserve@${OPSASSIST_KSERVE_CRD_VERSION:-v0.16.0}:config/crd/full/serving.kserve.io_inferenceservices.yaml
@@ -138,11 +140,14 @@ case "${1:-}" in
     age | age-keygen)
         go_install "filippo.io/age/cmd/$1@$AGE_VERSION" "$1"
         ;;
+    consul-template)
+        go_install "github.com/hashicorp/consul-template@$CONSUL_TEMPLATE_VERSION" consul-template
+        ;;
     crds)
         fetch_crds
         ;;
     *)
-        err "usage: scripts/tools.sh statsd_exporter|docker_compose|helm|sops|age|age-keygen|crds"
+        err "usage: scripts/tools.sh statsd_exporter|docker_compose|helm|sops|age|age-keygen|consul-template|crds"
         exit 2
         ;;
 esac
