@@ -165,7 +165,7 @@ class Kube:
     def resource(self, api_version: str, kind: str) -> tuple[str, bool]:
         """(collection path prefix, namespaced) of a kind; waits briefly for a new CRD's group."""
         base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a new CRD's group may take a while to be served
         while base not in self._resources:
             try:
                 self._resources[base] = self.request("GET", base)["resources"]
@@ -244,6 +244,32 @@ def established(crd: dict[str, Any]) -> bool:
     return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
+def put_crd(api: Kube, crd: dict[str, Any]) -> bool:
+    """Creates the CRD, or updates it where it differs; True when it changed. Safe against a
+    concurrent run doing the same (a conflict is retried on the fresh object)."""
+    name = crd["metadata"]["name"]
+    wanted = api.client.sanitize_for_serialization(
+        {"conversion": {"strategy": "None"}, **crd["spec"]}  # with the server's default
+    )
+    for _ in range(10):
+        try:  # a plain create (a server-side apply of a 1 MB schema is much slower)
+            api.request("POST", CRDS_PATH, body=crd)
+            return True
+        except KubeError as exc:
+            assert exc.status == 409, exc.body
+        existing = api.request("GET", f"{CRDS_PATH}/{name}")
+        if existing["spec"] == wanted:
+            return not established(existing)
+        version = {"resourceVersion": existing["metadata"]["resourceVersion"]}
+        body = {**crd, "metadata": {**crd["metadata"], **version}}
+        try:
+            api.request("PUT", f"{CRDS_PATH}/{name}", body=body)
+            return True
+        except KubeError as exc:
+            assert exc.status in (404, 409), exc.body  # deleted or changed meanwhile: again
+    raise AssertionError(f"CRD {name}: could not be created or updated")
+
+
 def install_crds(api: Kube) -> set[str]:
     """Every published CRD of crds_dir() created (or updated when it differs) in the API server
     for real, and waited for until Established; returns their kinds."""
@@ -257,21 +283,9 @@ def install_crds(api: Kube) -> set[str]:
             crd.pop("status", None)
             kinds.add(crd["spec"]["names"]["kind"])
             name = crd["metadata"]["name"]
-            try:  # a plain create (a server-side apply of a 1 MB schema is much slower)
-                api.request("POST", CRDS_PATH, body=crd)
+            if put_crd(api, crd):
                 pending.append(name)
-                continue
-            except KubeError as exc:
-                assert exc.status == 409, exc.body
-            existing = api.request("GET", f"{CRDS_PATH}/{name}")
-            wanted = {"conversion": {"strategy": "None"}, **crd["spec"]}  # the server's default
-            if existing["spec"] != api.client.sanitize_for_serialization(wanted):
-                crd["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-                api.request("PUT", f"{CRDS_PATH}/{name}", body=crd)
-                pending.append(name)
-            elif not established(existing):
-                pending.append(name)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     for name in pending:
         while not established(api.request("GET", f"{CRDS_PATH}/{name}")):
             assert time.monotonic() < deadline, f"CRD {name} not Established"
