@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import filecmp
+import json
 import os
 import re
 import subprocess
@@ -421,3 +422,14 @@ def test_vault_agent_mode_reads_no_kubernetes_secret_and_sources_the_injected_fi
         assert command[2].startswith(f". /vault/secrets/{secret['name']}.env && exec ")
         token_volume = annotations["vault.hashicorp.com/agent-service-account-token-volume-name"]
         assert token_volume in {v["name"] for v in pod["spec"]["volumes"]}
+
+
+def test_the_chat_command_is_the_images_own() -> None:
+    """The command is set only in vaultAgent mode (to source the injected file first); it must
+    stay the chat image's CMD, and other modes leave the image's CMD alone."""
+    dockerfile = (ROOT / "deploy" / "docker" / "chat.Dockerfile").read_text()
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
+    assert chart.values("dev")["chat"]["command"] == json.loads(cmd)
+    for name in ("dev", "prod", "dev-externalSecrets"):
+        for deployment in chart.by_kind(rendering(name), "Deployment").values():
+            assert "command" not in deployment["spec"]["template"]["spec"]["containers"][0]
