@@ -433,3 +433,32 @@ def test_the_chat_command_is_the_images_own() -> None:
     for name in ("dev", "prod", "dev-externalSecrets"):
         for deployment in chart.by_kind(rendering(name), "Deployment").values():
             assert "command" not in deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("environment", sorted(ENVIRONMENTS))
+@pytest.mark.parametrize("configmap", ["opsassist-settings", "opsassist-airflow-settings"])
+def test_the_rendered_settings_are_valid_for_the_settings_class(
+    environment: str, configmap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ConfigMap, as the environment of a pod, is accepted by opsassist's Settings (types,
+    enums, ranges) and gives the values the chart set."""
+    from opsassist.settings import get_settings
+
+    data = chart.one(chart.render(environment), "ConfigMap", configmap)["data"]
+    for key in list(os.environ):
+        if key.startswith("OPSASSIST_"):
+            monkeypatch.delenv(key)
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        settings = Settings()
+    finally:
+        get_settings.cache_clear()
+    for key, value in data.items():
+        parsed = getattr(settings, key.removeprefix("OPSASSIST_").lower())
+        if isinstance(parsed, str | int) and not isinstance(parsed, bool):
+            assert parsed == type(parsed)(value), (key, parsed, value)
+    monkeypatch.setenv("OPSASSIST_INDEX_BACKEND", "elasticsearch")  # the check can fail
+    with pytest.raises(ValueError, match="index_backend"):
+        Settings()
