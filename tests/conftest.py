@@ -229,6 +229,7 @@ def history_class_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SHARED_UNITS = {
     "tests/integration/test_spark_history.py": "spark",
     "tests/dags/test_signals_history_dag.py": "spark",
+    "tests/e2e/test_airflow_ui.py": "spark",  # its backfill runs spark-submit
 }
 
 
