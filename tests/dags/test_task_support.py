@@ -138,3 +138,25 @@ def test_run_note_is_best_effort(settings: object) -> None:
         update={"airflow_api_url": f"http://127.0.0.1:{free_port()}", "airflow_api_user": "admin"}
     )
     assert note_run(unreachable, "signals_history", "backfill__x", "n", timeout=2) is False
+
+
+def test_class_archive_training_says_it_is_still_going(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first driver_jvm run makes the class archive (a training run of ~45 s, minutes on a
+    busy machine): it logs a progress line every PROGRESS_SECONDS instead of staying silent."""
+    import sys
+    import time
+
+    from opsassist.pipelines import history_jvm
+
+    monkeypatch.setattr(history_jvm, "PROGRESS_SECONDS", 0.3)
+    logger = logging.getLogger("opsassist")
+    monkeypatch.setattr(logger, "propagate", True)  # to caplog
+    command = [sys.executable, "-c", "import sys, time; time.sleep(1.2); sys.stderr.write('e')"]
+    with caplog.at_level(logging.INFO, logger="opsassist"):
+        code, stderr = history_jvm._run_with_progress(command, {}, time.perf_counter())
+    assert (code, stderr) == (0, "e")
+    progress = [r for r in caplog.records if r.getMessage().endswith("still going")]
+    assert len(progress) >= 2 and all(r.levelno == logging.INFO for r in progress)
+    assert [r.seconds for r in progress] == sorted(r.seconds for r in progress)  # type: ignore[attr-defined]
