@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from opsassist.logs import configure_logging, correlation_scope
 from opsassist.settings import Settings, get_settings, settings_table_markdown
+
+if TYPE_CHECKING:
+    from opsassist.evaluation.runner import EvalReport
 
 app = typer.Typer(
     help="Smart DevSecOps/MLOps Assistant", no_args_is_help=True, pretty_exceptions_enable=False
@@ -155,24 +158,57 @@ def search_command(
     Console().print(table)
 
 
-def _metrics_table(metrics: dict[str, float], modes: Sequence[str], groups: Sequence[str]) -> Table:
-    """One row per (question group, mode): all questions, then each language and kind."""
-    names = ["recall_at_1", "recall_at_3", "recall_at_5", "recall_at_10", "mrr_at_10", "ndcg_at_10"]
-    table = Table("group", "mode", "n", "R@1", "R@3", "R@5", "R@10", "MRR@10", "nDCG@10")
-    table.add_column("p50 ms")
-    table.add_column("p95 ms")
-    for group in groups:
-        count = int(metrics.get(f"questions.{group}" if group else "questions", 0))
+METRIC_COLUMNS = {
+    "recall_at_1": "R@1",
+    "recall_at_3": "R@3",
+    "recall_at_5": "R@5",
+    "recall_at_10": "R@10",
+    "mrr_at_10": "MRR@10",
+    "ndcg_at_10": "nDCG@10",
+}
+
+
+def metric_groups(report: EvalReport) -> list[tuple[str, int]]:
+    """The table's question groups with their sizes: all, each language and kind, then each
+    split (dev, the frozen test) with its languages: ``test.ru`` is a metric prefix."""
+    first = [r for r in report.results if r.mode == report.modes[0]]
+    groups: list[tuple[str, int]] = [("", len(first))]
+    for attr in ("language", "kind"):
+        for value in sorted({getattr(r, attr) for r in first}):
+            groups.append((value, sum(1 for r in first if getattr(r, attr) == value)))
+    for split in sorted({r.split for r in first}):
+        in_split = [r for r in first if r.split == split]
+        groups.append((split, len(in_split)))
+        for language in sorted({r.language for r in in_split}):
+            size = sum(1 for r in in_split if r.language == language)
+            groups.append((f"{split}.{language}", size))
+    return groups
+
+
+def metrics_table(
+    metrics: dict[str, float], modes: Sequence[str], groups: Sequence[tuple[str, int]]
+) -> Table:
+    """One row per (question group, mode), three decimals, headers short enough that the table
+    fits a 100-column terminal without cutting a number (``--json`` has every metric)."""
+    from rich import box
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table.add_column("group", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    for header in (*METRIC_COLUMNS.values(), "p50 ms", "p95 ms"):
+        table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+    for group, count in groups:
         for mode in modes:
             prefix = f"{mode}.{group}." if group else f"{mode}."
             if f"{prefix}recall_at_5" not in metrics:
                 continue
             latency = [f"{metrics[f'{mode}.latency_p{p}_ms']:.0f}" for p in (50, 95)]
             table.add_row(
-                group or "all",
+                group.replace(".", "/") or "all",
                 mode,
                 str(count),
-                *(f"{metrics[prefix + name]:.3f}" for name in names),
+                *(f"{metrics[prefix + name]:.3f}" for name in METRIC_COLUMNS),
                 *(latency if not group else ["", ""]),
             )
     return table
@@ -202,9 +238,7 @@ def eval_command(
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
         return
     report = result.report
-    languages = sorted({r.language for r in report.results})
-    kinds = sorted({r.kind for r in report.results})
-    Console().print(_metrics_table(report.metrics, report.modes, ["", *languages, *kinds]))
+    Console().print(metrics_table(report.metrics, report.modes, metric_groups(report)))
     console.print(
         f"{report.evalset} on {report.version}: {report.questions} of {report.total_items} "
         f"questions applicable"

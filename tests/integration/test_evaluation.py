@@ -317,9 +317,12 @@ def test_eval_cli_prints_the_table_json_and_one_line_errors(
         assert {"hybrid.en.recall_at_5", "bm25.mrr_at_10", "vector.latency_p95_ms"} <= set(
             data["metrics"]
         )
-        table = runner.invoke(app, ["eval", "--no-mlflow"], env={"COLUMNS": "200"})
+        table = runner.invoke(app, ["eval", "--no-mlflow"], env={"COLUMNS": "100"})
         assert table.exit_code == 0, table.output
         assert "MRR@10" in table.stdout and "hybrid" in table.stdout and "bm25" in table.stdout
+        lines = table.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 100 and "…" not in table.stdout  # nothing cut
+        assert any(line.split()[:2] == ["dev", "hybrid"] for line in lines if line.strip())
         bad = runner.invoke(app, ["eval", "--set", "nope"])
         assert bad.exit_code == 1
         assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown evaluation set")

@@ -298,3 +298,35 @@ def test_the_gate_judges_each_language_and_refuses_a_build_that_breaks_russian()
         better_en_worse_ru, promoted, questions={"en": 50, "ru": 3}, languages=["en", "ru"], **rule
     )
     assert few_ru.promote and "ru: too few applicable questions" in few_ru.reason
+
+
+def test_the_cli_metrics_table_fits_100_columns_with_every_number_whole() -> None:
+    """Groups as rows (all, languages, kinds, each split and its languages), three decimals,
+    no number cut to an ellipsis in a 100-column terminal."""
+    import io
+
+    from rich.console import Console
+
+    from opsassist.cli import METRIC_COLUMNS, metrics_table
+
+    metrics: dict[str, float] = {}
+    groups = [("", 204), ("en", 139), ("ru", 65), ("incident", 53), ("test", 59), ("test.ru", 30)]
+    for mode in ("hybrid", "bm25", "vector"):
+        metrics[f"{mode}.latency_p50_ms"] = 1234.5
+        metrics[f"{mode}.latency_p95_ms"] = 98765.4
+        for group, _ in groups:
+            prefix = f"{mode}.{group}." if group else f"{mode}."
+            for index, name in enumerate(METRIC_COLUMNS):
+                metrics[prefix + name] = 0.123456 + index / 10
+    out = io.StringIO()
+    Console(file=out, width=100, color_system=None).print(
+        metrics_table(metrics, ("hybrid", "bm25", "vector"), groups)
+    )
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100 and "…" not in text
+    row = next(
+        line.split() for line in lines if line.strip().startswith("test/ru") and "hybrid" in line
+    )
+    assert row == ["test/ru", "hybrid", "30", "0.123", "0.223", "0.323", "0.423", "0.523", "0.623"]
+    assert any(line.split()[-2:] == ["1234", "98765"] for line in lines)  # latency on "all"
