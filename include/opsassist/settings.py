@@ -125,8 +125,10 @@ class Settings(BaseSettings):
     query_glossary: bool = Field(
         default=True,
         description=(
-            "Add the English operations terms of a Russian question's words to its keyword "
-            "(BM25) search (glossaries/ru.tsv); the vector search is unchanged."
+            "Add the English operations terms of a Russian question's words (glossaries/ru.tsv) "
+            "and the component names of phrases that describe a component "
+            "(glossaries/concepts.tsv) to its keyword (BM25) search; the vector search is "
+            "unchanged."
         ),
     )
     fusion: Literal["rrf", "weighted"] = Field(
