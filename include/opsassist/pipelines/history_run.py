@@ -85,25 +85,19 @@ def note_run(
             "to have the day shown as the run's note"
         )
         return False
-    base = settings.airflow_api_url.rstrip("/")
+    from opsassist.airflow_rest import airflow_client
+
     try:
-        with httpx.Client(base_url=base, timeout=timeout) as http:
-            token = http.post(
-                "/auth/token",
-                json={
-                    "username": settings.airflow_api_user,
-                    "password": settings.airflow_api_password.get_secret_value(),
-                },
-            )
-            token.raise_for_status()
+        with airflow_client(settings, timeout) as http:
             patched = http.patch(
                 f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}",
                 params={"update_mask": "note"},
                 json={"note": note},
-                headers={"Authorization": f"Bearer {token.json()['access_token']}"},
             )
             patched.raise_for_status()
     except httpx.HTTPError as exc:
-        log.warning("run note not written", extra={"reason": str(exc), "api": base})
+        log.warning(
+            "run note not written", extra={"reason": str(exc), "api": settings.airflow_api_url}
+        )
         return False
     return True
