@@ -10,10 +10,9 @@ are created as the kubelet would. Pod logs are real ``pods/log`` API calls, whic
 proxies to the node's kubelet address: there ``FakeKubelet`` (the one fake; no kubelet can run
 here) serves each pod's recorded log lines.
 
-The shipped read-only ClusterRole (deploy/k8s/base/rbac/read.yaml) does not yet let the reader
-list Jobs, CronJobs, PVCs, StorageClasses, Services, Endpoints, HPAs, Ingresses,
-NetworkPolicies or ConfigMaps; ``READ_EXTRA`` grants them to the reader here (the deploy
-overlay needs the same rules for the agent's new read tools).
+The reader gets the shipped read-only ClusterRole (``deploy/k8s/base/rbac/read.yaml``, rendered
+from the chart), which covers every kind the agent's read tools describe (ConfigMaps only with
+the chart's ``rbac.readConfigMaps``).
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ import socket
 import ssl
 import threading
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT, service_port
@@ -31,8 +32,7 @@ from tests.conftest import ROOT, service_port
 KUBE = ROOT / "var" / "services" / "kube-apiserver"
 NS = "incidents"
 NODE = "worker-inc"
-READ_EXTRA = "opsassist-read-incidents"
-LOGS: dict[tuple[str, str, str], str] = {
+LOGS: dict[tuple[str, ...], str] = {  # (namespace, pod, container) -> log text
     (NS, "cart-api-6f7d8c9b5-q2w4e", "api"): (
         "2026-12-06T02:30:41Z INFO loading product catalogue into memory\n"
         "2026-12-06T02:30:58Z WARN heap 121MiB of 128MiB\n"
@@ -61,10 +61,12 @@ def kube_api(identity: str) -> Any:
 
 
 class FakeKubelet:
-    """Only the kubelet's container-log endpoint (HTTPS with the local CA's serving
-    certificate), for the real API server to proxy ``pods/log`` to."""
+    """Only the kubelet's container-log endpoint, for the real API server to proxy ``pods/log``
+    to (no kubelet runs here): HTTPS on 127.0.0.1 with the local CA's serving certificate, which
+    the API server reaches through the Node's InternalIP and kubeletEndpoint port. ``logs``
+    gives the text of a ``/containerLogs/<namespace>/<pod>/<container>`` path (None: 404)."""
 
-    def __init__(self) -> None:
+    def __init__(self, logs: Callable[[tuple[str, ...]], str | None]) -> None:
         outer = self
         self.paths: list[str] = []
 
@@ -72,9 +74,8 @@ class FakeKubelet:
             def do_GET(self) -> None:
                 outer.paths.append(self.path)
                 parts = self.path.split("?", 1)[0].split("/")
-                key = tuple(parts[2:5]) if len(parts) >= 5 else ()
-                text = LOGS.get(key)  # type: ignore[call-overload]
-                if parts[1:2] != ["containerLogs"] or text is None:
+                text = logs(tuple(parts[2:5])) if parts[1:2] == ["containerLogs"] else None
+                if text is None:
                     self.send_error(404)
                     return
                 body = text.encode()
@@ -157,68 +158,15 @@ def _event(core: Any, kind: str, name: str, reason: str, message: str, count: in
 
 
 def build() -> FakeKubelet:
-    """The four incidents in namespace ``incidents`` (recreated), the reader's extra RBAC, and
+    """The four incidents in namespace ``incidents`` (recreated), the reader's shipped RBAC, and
     the node whose "kubelet" serves their logs. Close the returned kubelet when done."""
     from kubernetes import client
 
     admin = kube_api("admin")
     core, apps, batch = client.CoreV1Api(admin), client.AppsV1Api(admin), client.BatchV1Api(admin)
-    rbac = client.RbacAuthorizationV1Api(admin)
     _ignore(409, core.create_namespace, {"metadata": {"name": NS}})
-    _ignore(404, rbac.delete_cluster_role, READ_EXTRA)
-    rbac.create_cluster_role(
-        {
-            "metadata": {"name": READ_EXTRA},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": [
-                        "services",
-                        "endpoints",
-                        "persistentvolumeclaims",
-                        "configmaps",
-                    ],
-                    "verbs": ["get", "list"],
-                },
-                {
-                    "apiGroups": ["batch"],
-                    "resources": ["jobs", "cronjobs"],
-                    "verbs": ["get", "list"],
-                },
-                {
-                    "apiGroups": ["storage.k8s.io"],
-                    "resources": ["storageclasses"],
-                    "verbs": ["get", "list"],
-                },
-                {
-                    "apiGroups": ["autoscaling"],
-                    "resources": ["horizontalpodautoscalers"],
-                    "verbs": ["get", "list"],
-                },
-                {
-                    "apiGroups": ["networking.k8s.io"],
-                    "resources": ["ingresses", "networkpolicies"],
-                    "verbs": ["get", "list"],
-                },
-            ],
-        }
-    )
-    _ignore(404, rbac.delete_cluster_role_binding, READ_EXTRA)
-    rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": READ_EXTRA},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": READ_EXTRA,
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "opsassist-reader", "namespace": "default"}
-            ],
-        }
-    )
-    _ensure_read_role(admin)
-    kubelet = FakeKubelet()
+    apply(admin, ROOT / "deploy" / "k8s" / "base" / "rbac" / "read.yaml", "default")
+    kubelet = FakeKubelet(LOGS.get)
     _ignore(404, core.delete_node, NODE)
     core.create_node({"metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}}})
     core.patch_node_status(
@@ -417,24 +365,29 @@ def build() -> FakeKubelet:
     return kubelet
 
 
-def _ensure_read_role(admin: Any) -> None:
-    """The shipped read ClusterRole (pods, logs, events, nodes, workloads) bound to the reader."""
+def apply(api: Any, path: Path, namespace: str) -> None:
+    """Create (or merge-patch, when it exists) every object of a shipped manifest file."""
     import yaml
     from kubernetes.client.rest import ApiException
     from kubernetes.dynamic import DynamicClient
 
-    dynamic = DynamicClient(admin)
-    path = ROOT / "deploy" / "k8s" / "base" / "rbac" / "read.yaml"
+    dynamic = DynamicClient(api)
     for doc in yaml.safe_load_all(path.read_text()):
         if not doc:
             continue
         resource = dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-        kwargs = {"namespace": "default"} if resource.namespaced else {}
+        kwargs = {"namespace": namespace} if resource.namespaced else {}
         try:
             resource.create(body=doc, **kwargs)
         except ApiException as exc:
             if exc.status != 409:
                 raise
+            resource.patch(
+                body=doc,
+                name=doc["metadata"]["name"],
+                content_type="application/merge-patch+json",
+                **kwargs,
+            )
 
 
 def _wait_gone(read: Any, timeout: float = 10.0) -> None:

@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 
 from tests.conftest import (
     ROOT,
@@ -36,10 +35,10 @@ from tests.conftest import (
     service_port,
     stop_process,
 )
+from tests.integration.agent_cluster import KUBE, FakeKubelet, apply, kube_api, token
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
-KUBE = ROOT / "var" / "services" / "kube-apiserver"
 NS = "payments"
 POD = "payments-7d4b9c6f5-x2k8p"
 NODE = "worker-1"
@@ -70,96 +69,12 @@ KEYS = {
 }
 
 
-def token(identity: str) -> str:
-    return (KUBE / "tokens" / f"{identity}.token").read_text().strip()
-
-
-def kube_api(identity: str) -> Any:
-    from kubernetes import client
-
-    configuration = client.Configuration()
-    configuration.host = f"https://127.0.0.1:{service_port('kube_apiserver', 16443)}"
-    configuration.ssl_ca_cert = str(KUBE / "pki" / "ca.crt")
-    configuration.api_key = {"authorization": token(identity)}
-    configuration.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(configuration)
-
-
-def apply(api: Any, path: Path, namespace: str) -> None:
-    """Create (or replace) every object of a shipped manifest file."""
-    from kubernetes.client.rest import ApiException
-    from kubernetes.dynamic import DynamicClient
-
-    dynamic = DynamicClient(api)
-    for doc in yaml.safe_load_all(path.read_text()):
-        if not doc:
-            continue
-        resource = dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-        kwargs = {"namespace": namespace} if resource.namespaced else {}
-        try:
-            resource.create(body=doc, **kwargs)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            resource.patch(
-                body=doc,
-                name=doc["metadata"]["name"],
-                content_type="application/merge-patch+json",
-                **kwargs,
-            )
-
-
 LOG_LINES = [
     "2026-11-25T10:00:00Z INFO starting payments api v1.4.2",
     "2026-11-25T10:00:01Z ERROR config reload failed: missing key PAYMENTS_GATEWAY_URL",
     f"2026-11-25T10:00:01Z WARN operator note: {INJECTION}",
     "2026-11-25T10:00:01Z FATAL exiting with status 1",
 ]
-
-
-class FakeKubelet:
-    """Only the kubelet's log endpoint, for the real API server to proxy ``pods/log`` to (no
-    kubelet runs here). HTTPS on 127.0.0.1 with the local CA's serving certificate; the API
-    server reaches it through the Node's InternalIP and kubeletEndpoint port."""
-
-    def __init__(self) -> None:
-        import http.server
-        import socket
-        import ssl
-        import threading
-
-        outer = self
-        self.paths: list[str] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.paths.append(self.path)
-                if not self.path.startswith(f"/containerLogs/{NS}/"):
-                    self.send_error(404)
-                    return
-                body = ("\n".join(LOG_LINES) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(KUBE / "pki" / "apiserver.crt", KUBE / "pki" / "apiserver.key")
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # --- cluster, database, index -----------------------------------------------------------------
@@ -194,7 +109,8 @@ def cluster() -> Iterator[Any]:
         core.delete_namespaced_pod(POD, NS, grace_period_seconds=0)
     except ApiException as exc:
         assert exc.status == 404
-    kubelet = FakeKubelet()
+    log_text = "\n".join(LOG_LINES) + "\n"
+    kubelet = FakeKubelet(lambda key: log_text if key[:1] == (NS,) else None)
     try:
         core.delete_node(NODE)
     except ApiException as exc:
