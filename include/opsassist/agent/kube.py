@@ -57,7 +57,8 @@ def _apps(api: Any) -> Any:
     return client.AppsV1Api(api)
 
 
-def _age(moment: dt.datetime | None) -> str:
+def format_age(moment: dt.datetime | None) -> str:
+    """How long ago ``moment`` was, kubectl style (``3d``, ``5h``, ``12m``, ``40s``; ``?``)."""
     if moment is None:
         return "?"
     seconds = int((dt.datetime.now(dt.UTC) - moment).total_seconds())
@@ -80,7 +81,7 @@ def pod_line(pod: Any) -> str:
     total = len(pod.spec.containers or [])
     return (
         f"pod/{pod.metadata.name} ready={ready}/{total} status={status} restarts={restarts} "
-        f"age={_age(pod.metadata.creation_timestamp)} node={pod.spec.node_name or '-'}"
+        f"age={format_age(pod.metadata.creation_timestamp)} node={pod.spec.node_name or '-'}"
     )
 
 
@@ -90,7 +91,7 @@ def deployment_line(dep: Any) -> str:
         f"deployment/{dep.metadata.name} replicas={dep.spec.replicas} "
         f"ready={st.ready_replicas or 0} updated={st.updated_replicas or 0} "
         f"available={st.available_replicas or 0} generation={dep.metadata.generation} "
-        f"observed={st.observed_generation} age={_age(dep.metadata.creation_timestamp)}"
+        f"observed={st.observed_generation} age={format_age(dep.metadata.creation_timestamp)}"
     )
 
 
@@ -99,7 +100,7 @@ def event_line(ev: Any) -> str:
     when = ev.last_timestamp or ev.event_time or ev.metadata.creation_timestamp
     return (
         f"{ev.type or 'Normal'} {ev.reason or '-'} {obj.kind.lower()}/{obj.name} "
-        f"x{ev.count or 1} ({_age(when)} ago): {ev.message or ''}"
+        f"x{ev.count or 1} ({format_age(when)} ago): {ev.message or ''}"
     )
 
 

@@ -19,6 +19,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from opsassist.agent.kube import format_age
+
 
 class ApiError(Exception):
     """An API answer other than 200 (the attributes of the client's ``ApiException``)."""
@@ -132,14 +134,8 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 
 def age(value: Any) -> str:
-    moment = _parse_time(value)
-    if moment is None:
-        return "?"
-    seconds = int((dt.datetime.now(dt.UTC) - moment).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
+    """:func:`opsassist.agent.kube.format_age` of a timestamp as the API's JSON gives it."""
+    return format_age(_parse_time(value))
 
 
 def items(
