@@ -216,7 +216,6 @@ class ChatPipeline:
         self.client = client
         self._embed = embed or BatchingEmbedder(self._encode)
         self._fusion = fusion_config(settings)
-        self._onnx: Any = None  # the ONNX-backed question encoder once loaded
         self._alerts: tuple[str | None, dict[str, str]] = ("", {})  # pack version, alert -> runbook
         self._model_checked: set[str] = set()  # versions known to match the embedding model
         # the signal search of each request runs beside its runbook search
@@ -240,11 +239,9 @@ class ChatPipeline:
         s = self.settings
         if s.query_embedding_runtime != "onnx" or s.embedding_device != "cpu":
             return None
-        if self._onnx is None:
-            from opsassist.embedding_onnx import query_encoder
+        from opsassist.embedding_onnx import query_encoder  # loaded once per model (cached)
 
-            self._onnx = query_encoder(s.embedding_model, s.data_dir / "models")
-        return self._onnx
+        return query_encoder(s.embedding_model, s.data_dir / "models")
 
     def warm_up(self) -> None:
         """Load the embedding model now rather than on the first question."""
