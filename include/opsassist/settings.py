@@ -624,6 +624,37 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="Password of that Airflow user (secret)."
     )
 
+    # --- answer log and ratings (chat_feedback DAG) ---------------------------------------------
+    chat_answer_log: bool = Field(
+        default=True,
+        description="The chat server records each answer (completion id, correlation id, Open "
+        "WebUI's chat and message ids, question, cited sources, index version) for the feedback "
+        "DAG: table chat_answers in OPSASSIST_AUDIT_DSN's database, or <data dir>/answers/"
+        "answers.jsonl when the DSN is empty or the database cannot be written.",
+    )
+    feedback_webui_url: str = Field(
+        default="http://127.0.0.1:18088",
+        description="Open WebUI whose ratings (thumbs up/down, comments) the chat_feedback DAG "
+        "imports.",
+    )
+    feedback_webui_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="An Open WebUI admin's API key or token (secret): its feedback list is "
+        "admin-only.",
+    )
+    feedback_timeout_seconds: float = Field(
+        default=30.0, description="Timeout of one request to Open WebUI's API."
+    )
+    feedback_join_window_seconds: int = Field(
+        default=900,
+        description="A rating whose Open WebUI message id is not in the answer log is joined "
+        "to an answer to the same question asked this close to the rated message's time "
+        "(fallback); none: the rating is dead-lettered as unjoined.",
+    )
+    feedback_flag_min_bad: int = Field(
+        default=3, ge=1, description="A question rated bad this many times is flagged."
+    )
+
     # --- logging --------------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Root log level.")
     log_format: Literal["json", "text"] = Field(
@@ -651,6 +682,11 @@ class Settings(BaseSettings):
     @property
     def quarantine_dir(self) -> Path:
         return self.data_dir / "quarantine"
+
+    @property
+    def feedback_dir(self) -> Path:
+        """The feedback set (evaluation items from ratings) and its import state."""
+        return self.data_dir / "feedback"
 
 
 @lru_cache(maxsize=1)

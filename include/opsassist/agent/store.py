@@ -107,6 +107,20 @@ class AuditStoreUnavailable(RuntimeError):
     """The action and audit database cannot be reached (the message names no address)."""
 
 
+def connect(dsn: str) -> Any:
+    """An autocommit connection to the audit database (``OPSASSIST_AUDIT_DSN``), 5 s connect
+    timeout; ``AuditStoreUnavailable`` (no address in the message) when it cannot be reached.
+    Shared by the agent's tables and the chat server's answer log."""
+    import psycopg
+
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise AuditStoreUnavailable(
+            f"the action store (PostgreSQL) is unreachable: {type(exc).__name__}"
+        ) from exc
+
+
 class AgentStore:
     """Both tables behind one DSN; a short connection per call (the chat server's calls are few)."""
 
@@ -116,15 +130,7 @@ class AgentStore:
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
-        import psycopg
-
-        try:
-            connection = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
-        except psycopg.OperationalError as exc:
-            raise AuditStoreUnavailable(
-                f"the action store (PostgreSQL) is unreachable: {type(exc).__name__}"
-            ) from exc
-        with connection as conn:
+        with connect(self.dsn) as conn:
             if not self._ready:
                 conn.execute("SELECT pg_advisory_lock(74210)")
                 try:
