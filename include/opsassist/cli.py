@@ -286,17 +286,15 @@ def versions_command(
     """List the versions of an index and which one the alias points at."""
     settings = _setup()
     try:
-        from opsassist.index.lifecycle import version_rows
+        from opsassist.index.lifecycle import version_table
         from opsassist.stores import get_index_store
 
         store = get_index_store(settings)
-        alias = index or settings.runbook_index
-        current = store.current_version(alias)
-        for version in store.list_versions(alias):
-            marker = "*" if version == current else " "
-            rows = version_rows(store, version)  # None: a build killed half-way
+        for row in version_table(store, index or settings.runbook_index):
+            marker = "*" if row["promoted"] else " "
+            rows = row["rows"]  # None: a build killed half-way
             size = "incomplete (a build that did not finish)" if rows is None else f"{rows} chunks"
-            print(f"{marker} {version}  {size}")
+            print(f"{marker} {row['version']}  {size}")
     except Exception as exc:
         raise _fail(exc) from exc
 

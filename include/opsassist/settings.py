@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         default="opsassist",
         description="MLflow experiments are named <prefix>-<set> (opsassist-runbooks, ...).",
     )
+    mlflow_ui_url: str = Field(
+        default="",
+        description="MLflow UI the Airflow plugin links gate runs to (<url>/#/experiments/<id>/"
+        "runs/<run>); empty: the tracking URI when it is an http(s) server, else no link.",
+    )
     evalsets_dir: Path = Field(
         default_factory=lambda: PACKAGE_ROOT / "evalsets",
         description="Folder of versioned evaluation sets (default: the shipped evalsets/).",

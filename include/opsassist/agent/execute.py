@@ -18,6 +18,9 @@ from opsassist.settings import Settings
 
 log = get_logger(__name__)
 ROLE = "ops_action"
+# approvals given before the run (chat, the Airflow plugin's button): the run executes at once;
+# a pending action waits for the run's own approval task (Airflow's Required Actions page)
+DIRECT_APPROVALS = ("chat", "airflow-plugin")
 
 
 class ActionRefused(RuntimeError):
@@ -60,7 +63,7 @@ def revalidate(settings: Settings, action_id: str, run_id: str) -> dict[str, Any
     if action.status == "pending" and action.expired():
         store.transition(action_id, ("pending",), "expired")
         _refuse(store, run_id, action_id, "revalidation", f"{action_id} expired")
-    if action.status == "approved" and action.approval_via == "chat":
+    if action.status == "approved" and action.approval_via in DIRECT_APPROVALS:
         path = "execute"
     elif action.status == "pending":
         path = "approval"

@@ -289,10 +289,17 @@ class Agent:
         return AgentReply(f"Refused: {reason}", "command", refusals=[reason])
 
     def _decide(
-        self, action_id: str, who: Principal, to_status: str, event: str, why_not: str
+        self,
+        action_id: str,
+        who: Principal,
+        to_status: str,
+        event: str,
+        why_not: str,
+        via: str = "chat",
     ) -> Action | AgentReply:
-        """An operator's chat decision on a pending action: the role check, the one-time move
-        out of "pending" and its audit; a refusal (audited) when either fails."""
+        """An operator's decision on a pending action (in chat, or ``via`` another direct path
+        such as the Airflow plugin's buttons): the role check, the one-time move out of
+        "pending" and its audit; a refusal (audited) when either fails."""
         verb = "approving" if event == "approval" else "rejecting"
         if not who.at_least("operator"):
             return self._command_refused(
@@ -317,7 +324,7 @@ class Agent:
             to_status,
             approved_by=who.user,
             approved_at=_now(),
-            approval_via="chat",
+            approval_via=via,
         )
         if moved is None:
             return self._command_refused(who, f"{event}_refused", action_id, why_not)
@@ -328,12 +335,12 @@ class Agent:
             ok=True,
             tool=moved.tool,
             arguments=moved.arguments,
-            result={"via": "chat"},
+            result={"via": via},
             action_id=action_id,
         )
         return moved
 
-    def approve(self, action_id: str, who: Principal) -> AgentReply:
+    def approve(self, action_id: str, who: Principal, via: str = "chat") -> AgentReply:
         action = self.store.get_action(action_id)
         if who.at_least("operator"):  # (a viewer is refused for the role, whatever the action)
             if action is None:
@@ -355,6 +362,7 @@ class Agent:
             "approved",
             "approval",
             f"{action_id} is {status}, not pending: an approval is used once",
+            via,
         )
         if isinstance(approved, AgentReply):
             return approved
@@ -396,12 +404,12 @@ class Agent:
             actions=[approved.to_json()],
         )
 
-    def reject(self, action_id: str, who: Principal) -> AgentReply:
+    def reject(self, action_id: str, who: Principal, via: str = "chat") -> AgentReply:
         action = self.store.get_action(action_id)
         why_not = (
             f"{action_id} is {action.status}, not pending" if action else f"no action {action_id}"
         )
-        rejected = self._decide(action_id, who, "rejected", "rejection", why_not)
+        rejected = self._decide(action_id, who, "rejected", "rejection", why_not, via)
         if isinstance(rejected, AgentReply):
             return rejected
         return AgentReply(

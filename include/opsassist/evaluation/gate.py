@@ -32,7 +32,7 @@ from opsassist.evaluation.runner import (
     evaluate_version,
 )
 from opsassist.index.base import LEGACY_MODEL, IndexStore
-from opsassist.logs import get_logger
+from opsassist.logs import get_correlation_id, get_logger
 from opsassist.settings import Settings
 from opsassist.stores import fusion_config
 
@@ -192,6 +192,8 @@ def _log_decision(
             tags={
                 "opsassist.kind": "gate",
                 "opsassist.run_id": run_id,
+                # a DAG task's is <dag id>/<run id>: the Airflow plugin links the run
+                "opsassist.correlation_id": get_correlation_id(),
                 "gate.decision": decision.label,
                 "gate.reason": decision.reason,
             },

@@ -42,6 +42,22 @@ def version_rows(store: IndexStore, version: str) -> int | None:
         return None
 
 
+def version_table(store: IndexStore, alias: str) -> list[dict[str, Any]]:
+    """The versions of ``alias``, oldest first: ``version``, ``number``, ``rows`` (None: a build
+    killed half-way) and ``promoted`` (the one the alias points at). ``opsassist versions`` and
+    the Airflow plugin show this."""
+    current = store.current_version(alias)
+    return [
+        {
+            "version": version,
+            "number": version_number(version),
+            "rows": version_rows(store, version),
+            "promoted": version == current,
+        }
+        for version in store.list_versions(alias)
+    ]
+
+
 def _can_serve(store: IndexStore, version: str) -> bool:
     return (version_rows(store, version) or 0) > 0
 
@@ -87,12 +103,25 @@ def rollback(
         "reason": reason,
         "correlation_id": get_correlation_id(),
     }
-    audit_path = data_dir / "audit" / "index.jsonl"
+    audit_path = index_audit_path(data_dir)
     audit_path.parent.mkdir(parents=True, exist_ok=True)
     with open(audit_path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     log.warning("index rolled back", extra=record)
     return record
+
+
+def index_audit_path(data_dir: Path) -> Path:
+    return data_dir / "audit" / "index.jsonl"
+
+
+def index_audit(data_dir: Path, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` records of the index audit trail (rollbacks), oldest first."""
+    path = index_audit_path(data_dir)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in lines[-limit:]] if limit > 0 else []
 
 
 def _whoami() -> str:
