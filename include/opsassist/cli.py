@@ -110,6 +110,55 @@ def index_runbooks(
     console.print(f"index {settings.runbook_index} -> {summary['version']} ({state})")
 
 
+@index_app.command("postmortems")
+def index_postmortems(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Postmortem folder (default: OPSASSIST_POSTMORTEMS_PATH or Git)."),
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: a new one).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    allow_shrink: Annotated[
+        bool, typer.Option("--allow-shrink", help="Let the build delete more than the limit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Index incident write-ups into the postmortem alias (same pipeline as runbooks)."""
+    settings = _setup(verbose)
+    if allow_shrink:
+        settings = settings.model_copy(update={"index_allow_shrink": True})
+    run_id = run_id or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    with correlation_scope(run_id):
+        try:
+            from opsassist.pipelines.runbooks import POSTMORTEMS, run_pipeline
+            from opsassist.sources.postmortems import sync_postmortems
+            from opsassist.stores import get_cache, get_index_store
+
+            root = sync_postmortems(settings, path)
+            summary = run_pipeline(
+                settings,
+                root,
+                get_index_store(settings),
+                get_cache(settings),
+                run_id,
+                corpus=POSTMORTEMS,
+            )
+        except Exception as exc:
+            raise _fail(exc) from exc
+    if json_output:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    collected = summary["collect"]
+    console.print(
+        f"postmortems: {collected['runbooks']}  chunks: {collected['chunks']}  "
+        f"embedded: {summary['embed']['embedded']}  quarantined: {len(collected['quarantined'])}"
+    )
+    for item in collected["quarantined"]:
+        console.print(f"  [yellow]quarantined[/yellow] {item['source']}: {item['reason']}")
+    state = "promoted" if summary["promoted"] else "unchanged"
+    console.print(f"index {settings.postmortem_index} -> {summary['version']} ({state})")
+
+
 @app.command("search")
 def search_command(
     query: Annotated[str, typer.Argument(help="What to look for.")],
@@ -216,7 +265,9 @@ def metrics_table(
 
 @app.command("eval")
 def eval_command(
-    set_name: Annotated[str, typer.Option("--set", help="runbooks or signals.")] = "runbooks",
+    set_name: Annotated[
+        str, typer.Option("--set", help="runbooks, signals or postmortems.")
+    ] = "runbooks",
     index: Annotated[
         str | None, typer.Option(help="Alias or version (default: the set's index).")
     ] = None,

@@ -22,6 +22,10 @@ def _default_runbooks_path() -> Path:
     return PACKAGE_ROOT / "corpora" / "runbooks" / "prometheus-operator"
 
 
+def _default_postmortems_path() -> Path:
+    return PACKAGE_ROOT / "corpora" / "postmortems"
+
+
 class Settings(BaseSettings):
     """Options of every part of the platform (DAGs, Spark jobs, CLI and chat server)."""
 
@@ -45,6 +49,24 @@ class Settings(BaseSettings):
     runbooks_git_ref: str = Field(default="main", description="Branch or tag of the Git source.")
     runbooks_git_subdir: str = Field(
         default="", description="Sub-folder of the Git repository that holds the runbooks."
+    )
+
+    # --- postmortem source ("have we seen this before") ----------------------------------------
+    postmortems_path: Path = Field(
+        default_factory=_default_postmortems_path,
+        description="Folder of Markdown incident write-ups (default: the shipped example "
+        "postmortems).",
+    )
+    postmortems_git_url: str = Field(
+        default="",
+        description="If set, postmortems are cloned/pulled from this Git URL instead of the "
+        "folder.",
+    )
+    postmortems_git_ref: str = Field(
+        default="main", description="Branch or tag of the postmortem Git source."
+    )
+    postmortems_git_subdir: str = Field(
+        default="", description="Sub-folder of the Git repository that holds the postmortems."
     )
 
     # --- chunking and embedding -----------------------------------------------------------------
@@ -81,6 +103,10 @@ class Settings(BaseSettings):
     )
     runbook_index: str = Field(default="runbooks", description="Alias of the runbook index.")
     signal_index: str = Field(default="signals", description="Alias of the signal index.")
+    postmortem_index: str = Field(
+        default="postmortems",
+        description="Alias of the postmortem index (the chat cites past incidents when it exists).",
+    )
     keep_versions: int = Field(
         default=3, description="Promoted index versions kept for rollback (older ones dropped)."
     )
@@ -529,6 +555,12 @@ class Settings(BaseSettings):
         default="openai",
         description="KServe protocol: OpenAI-compatible routes or Open Inference Protocol v2.",
     )
+    chat_postmortem_min_similarity: float = Field(
+        default=0.5,
+        description="The chat cites the best-ranked past incident of the postmortem index "
+        "('Seen before: ...') when its cosine to the question reaches this (measured on the dev "
+        "questions by benchmarks/postmortem_retrieval.py); no postmortem index: never.",
+    )
     model_api_key: SecretStr = Field(
         default=SecretStr(""), description="Bearer token for the model server, if any (secret)."
     )
@@ -671,7 +703,7 @@ class Settings(BaseSettings):
         "AIRFLOW__METRICS__STATSD_* settings if metrics are on, else none are sent).",
     )
 
-    @field_validator("data_dir", "runbooks_path")
+    @field_validator("data_dir", "runbooks_path", "postmortems_path")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
@@ -705,7 +737,10 @@ def settings_table_markdown() -> str:
     lines = ["| Variable | Default | Description |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         if field.default_factory is not None:
-            default = "(computed)" if name != "runbooks_path" else "shipped runbook corpus"
+            default = {
+                "runbooks_path": "shipped runbook corpus",
+                "postmortems_path": "shipped example postmortems",
+            }.get(name, "(computed)")
         elif isinstance(field.default, SecretStr):
             secret = field.default.get_secret_value()
             default = "(secret)" if "@" in secret else (secret or '""')

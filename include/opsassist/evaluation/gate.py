@@ -169,6 +169,7 @@ def _log_decision(
     report: EvalReport,
     baseline_report: EvalReport | None,
     run_id: str,
+    set_name: str = SET_NAME,
 ) -> str | None:
     """Record the decision in MLflow; a tracking outage is logged, it does not block the build."""
     from opsassist.evaluation.tracking import log_run, run_params
@@ -179,7 +180,7 @@ def _log_decision(
     try:
         return log_run(
             settings,
-            SET_NAME,
+            set_name,
             report,
             run_params(
                 settings,
@@ -237,9 +238,15 @@ def _baseline_report(
 
 
 def run_gate(
-    settings: Settings, store: IndexStore, version: str, baseline: str | None, run_id: str
+    settings: Settings,
+    store: IndexStore,
+    version: str,
+    baseline: str | None,
+    run_id: str,
+    set_name: str = SET_NAME,
 ) -> GateDecision:
     """Evaluate ``version`` (all modes) and ``baseline`` (hybrid) and decide; logs both ways.
+    ``set_name``: the evaluation set of the corpus built (``runbooks``, ``postmortems``).
 
     Both are scored on the questions whose relevant runbooks exist in both versions (like with
     like: a runbook added or removed by the build neither helps nor hurts the comparison).
@@ -248,7 +255,7 @@ def run_gate(
         decision = GateDecision(True, "gate disabled (OPSASSIST_GATE_ENABLED=false)", 0, {}, None)
         log.info("quality gate", extra=decision.to_json())
         return decision
-    evalset = load_evalset(settings.evalsets_dir, SET_NAME)
+    evalset = load_evalset(settings.evalsets_dir, set_name)
     if baseline == version:
         baseline = None
     docs = document_refs(store, version, evalset.needs_templates)
@@ -299,7 +306,10 @@ def run_gate(
         allow_unjudged_first=settings.gate_allow_unjudged_first_build,
     )
     decision = dataclasses.replace(
-        decision, mlflow_run_id=_log_decision(settings, decision, report, baseline_report, run_id)
+        decision,
+        mlflow_run_id=_log_decision(
+            settings, decision, report, baseline_report, run_id, set_name
+        ),
     )
     (log.info if decision.promote else log.warning)(
         f"quality gate: {decision.label}: {decision.reason}",

@@ -20,7 +20,7 @@ from opsassist.settings import Settings
 from opsassist.stores import fusion_config, get_index_store
 
 log = get_logger(__name__)
-SETS: tuple[str, ...] = ("runbooks", "signals")
+SETS: tuple[str, ...] = ("runbooks", "signals", "postmortems")
 
 
 @dataclasses.dataclass(slots=True)
@@ -45,7 +45,8 @@ def resolve_index(
     settings: Settings, set_name: str, index: str | None, store: IndexStore | None = None
 ) -> str:
     """The version to evaluate: ``index`` (alias or version), else the set's default index
-    (the runbook alias; for signals the loghub evaluation index, built if missing or stale)."""
+    (the runbook alias, the postmortem alias; for signals the loghub evaluation index, built if
+    missing or stale)."""
     if set_name not in SETS:
         raise EvalSetError(f"unknown evaluation set {set_name!r} (use {', '.join(SETS)})")
     store = store or get_index_store(settings)
@@ -55,6 +56,8 @@ def resolve_index(
         from opsassist.evaluation.signals import ensure_signal_index
 
         return ensure_signal_index(settings, store)
+    if set_name == "postmortems":
+        return resolve_target(store, settings.postmortem_index)
     return resolve_target(store, settings.runbook_index)
 
 

@@ -2,6 +2,10 @@
 gate -> promote -> cache. The Airflow DAG wires them as tasks; ``opsassist index runbooks`` runs
 them in one process. Each step reads and writes files in the run's staging folder, so a retried task
 redoes only its own work and re-running the whole pipeline converges to the same index.
+
+The same stages index other Markdown corpora into their own alias: a :class:`Corpus` says what
+differs (how a file is parsed and chunked, its alias, its validation suite and evaluation set);
+``POSTMORTEMS`` (incident write-ups, ``opsassist.postmortems``) is the second one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from opsassist.knowledge import PACK_FORMAT, knowledge_pack_entry, pack_file, sa
 from opsassist.logs import get_logger
 from opsassist.parsing.markdown import Runbook, RunbookError, load_runbook
 from opsassist.pipelines import staging
+from opsassist.postmortems import chunk_postmortem, load_postmortem, pack_entry, skip_file
 from opsassist.settings import Settings
 from opsassist.sources.runbooks import scan_runbook_files
 from opsassist.validation import ValidationReport, validate_chunks
@@ -37,12 +42,64 @@ class BuildRefusedError(RuntimeError):
     """A build failed validation (or the quality gate): the alias was not moved."""
 
 
+Parsed = tuple[Runbook, Any]  # a document and what its corpus knows about it besides the text
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Corpus:
+    """What differs between the Markdown corpora these stages index; the rest (plan, embed,
+    build, validate, gate, promote) is shared. ``name``: staging folder, quarantine list, the
+    gate's evaluation set and DAG (``<name>_index``); ``shared_cache``: its knowledge pack is the
+    answer cache's (runbooks), else it is only kept beside each version (``<data>/knowledge``)."""
+
+    name: str
+    alias_field: str  # the Settings field holding its alias
+    suite: str  # Great Expectations suite every build must pass
+    load: Callable[[Path, Path], Parsed]
+    chunk: Callable[[Parsed, Settings], list[Chunk]]
+    pack_entry: Callable[[Parsed], dict[str, Any]]
+    skip: Callable[[Path], bool] = lambda path: False
+    shared_cache: bool = True
+
+    def alias(self, settings: Settings) -> str:
+        return str(getattr(settings, self.alias_field))
+
+
+RUNBOOKS = Corpus(
+    name=PIPELINE,
+    alias_field="runbook_index",
+    suite="runbook_chunks",
+    load=lambda path, root: (load_runbook(path, root), None),
+    chunk=lambda doc, s: chunk_runbook(
+        doc[0],
+        max_chars=s.chunk_max_chars,
+        overlap_chars=s.chunk_overlap_chars,
+        min_chars=s.chunk_min_chars,
+    ),
+    pack_entry=lambda doc: knowledge_pack_entry(doc[0]),
+)
+POSTMORTEMS = Corpus(
+    name="postmortems",
+    alias_field="postmortem_index",
+    suite="postmortem_chunks",
+    load=load_postmortem,
+    chunk=lambda doc, s: chunk_postmortem(
+        doc[0], doc[1], s.chunk_max_chars, s.chunk_overlap_chars, s.chunk_min_chars
+    ),
+    pack_entry=lambda doc: pack_entry(doc[0], doc[1]),
+    skip=skip_file,
+    shared_cache=False,
+)
+CORPORA: dict[str, Corpus] = {c.name: c for c in (RUNBOOKS, POSTMORTEMS)}
+
+
 @dataclasses.dataclass(slots=True)
 class CollectResult:
     chunks: list[Chunk]
     runbooks: list[Runbook]
     quarantined: list[Rejected]
     skipped: list[str]
+    packs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(slots=True)
@@ -63,16 +120,20 @@ class Plan:
 
 
 # --- collect -------------------------------------------------------------------------------------
-def collect(root: Path, settings: Settings) -> CollectResult:
+def collect(root: Path, settings: Settings, corpus: Corpus = RUNBOOKS) -> CollectResult:
     """Parse and chunk every runbook under ``root``; bad files are quarantined, not fatal."""
     chunks: list[Chunk] = []
     runbooks: list[Runbook] = []
+    packs: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     files, quarantined = scan_runbook_files(root)
     for path in files:
         source = path.relative_to(root).as_posix()
+        if corpus.skip(path):
+            skipped.append(source)  # a README or template beside the documents
+            continue
         try:
-            runbook = load_runbook(path, root)
+            parsed = corpus.load(path, root)
         except RunbookError as exc:
             if path.name == "_index.md" and exc.reason == "no text":
                 skipped.append(source)  # Hugo section pages: navigation only, not runbooks
@@ -87,33 +148,29 @@ def collect(root: Path, settings: Settings) -> CollectResult:
             quarantined.append(Rejected(source=source, reason="unreadable file", detail=str(exc)))
             log.warning("runbook quarantined", extra={"file": source, "reason": "unreadable file"})
             continue
-        runbooks.append(runbook)
-        chunks.extend(
-            chunk_runbook(
-                runbook,
-                max_chars=settings.chunk_max_chars,
-                overlap_chars=settings.chunk_overlap_chars,
-                min_chars=settings.chunk_min_chars,
-            )
-        )
+        runbooks.append(parsed[0])
+        packs[parsed[0].source] = corpus.pack_entry(parsed)
+        chunks.extend(corpus.chunk(parsed, settings))
     log.info(
-        "runbooks collected",
+        f"{corpus.name} collected",
         extra={
-            "runbooks": len(runbooks),
+            corpus.name: len(runbooks),
             "chunks": len(chunks),
             "quarantined": len(quarantined),
             "skipped": len(skipped),
         },
     )
-    return CollectResult(chunks, runbooks, quarantined, skipped)
+    return CollectResult(chunks, runbooks, quarantined, skipped, packs)
 
 
-def write_quarantine(settings: Settings, quarantined: Sequence[Rejected], run_id: str) -> Path:
+def write_quarantine(
+    settings: Settings, quarantined: Sequence[Rejected], run_id: str, name: str = PIPELINE
+) -> Path:
     """The current quarantine list (replaced each run) plus an append-only history."""
     settings.quarantine_dir.mkdir(parents=True, exist_ok=True)
     entries = [q.to_json() | {"run_id": run_id} for q in quarantined]
-    path = staging.write_json(settings.quarantine_dir / f"{PIPELINE}.json", entries)
-    with open(settings.quarantine_dir / f"{PIPELINE}-history.jsonl", "a", encoding="utf-8") as fh:
+    path = staging.write_json(settings.quarantine_dir / f"{name}.json", entries)
+    with open(settings.quarantine_dir / f"{name}-history.jsonl", "a", encoding="utf-8") as fh:
         stamp = dt.datetime.now(dt.UTC).isoformat()
         for entry in entries:
             fh.write(staging.json.dumps(entry | {"at": stamp}, ensure_ascii=False) + "\n")
@@ -206,10 +263,12 @@ def embed_chunks(
 
 
 # --- validate / build / promote ------------------------------------------------------------------
-def validate_build(chunks: Sequence[Chunk], settings: Settings) -> ValidationReport:
+def validate_build(
+    chunks: Sequence[Chunk], settings: Settings, suite: str = "runbook_chunks"
+) -> ValidationReport:
     return validate_chunks(
         chunks,
-        "runbook_chunks",
+        suite,
         {
             "vector_dim": model_dimension(settings.embedding_model, settings.embedding_device),
             "text_max_length": settings.chunk_max_chars * 2 + 400,
@@ -273,24 +332,25 @@ def drop_refused(store: IndexStore, version: str) -> None:
 
 
 # --- stages: one per DAG task, communicating through the run's staging folder --------------------
-def _run(settings: Settings, run_id: str) -> Path:
-    return staging.run_dir(settings.runs_dir, PIPELINE, run_id)
+def _run(settings: Settings, run_id: str, name: str = PIPELINE) -> Path:
+    return staging.run_dir(settings.runs_dir, name, run_id)
 
 
-def stage_collect(settings: Settings, run_id: str, root: Path) -> dict[str, Any]:
-    folder = _run(settings, run_id)
-    result = collect(root, settings)
+def stage_collect(
+    settings: Settings, run_id: str, root: Path, corpus: Corpus = RUNBOOKS
+) -> dict[str, Any]:
+    folder = _run(settings, run_id, corpus.name)
+    result = collect(root, settings, corpus)
     staging.write_chunks(folder / "chunks.parquet", result.chunks)
-    staging.write_json(
-        folder / "pack.json", {rb.source: knowledge_pack_entry(rb) for rb in result.runbooks}
-    )
+    staging.write_json(folder / "pack.json", result.packs)
     staging.write_json(folder / "quarantine.json", [q.to_json() for q in result.quarantined])
-    write_quarantine(settings, result.quarantined, run_id)
+    write_quarantine(settings, result.quarantined, run_id, corpus.name)
     reasons = collections.Counter(q.reason for q in result.quarantined)
-    telemetry.dead_letters(settings.statsd_address, PIPELINE, reasons)
+    telemetry.dead_letters(settings.statsd_address, corpus.name, reasons)
     if not result.runbooks and not settings.index_allow_empty:
         raise BuildRefusedError(
-            f"no runbook found under {root} ({len(result.quarantined)} quarantined): is it the "
+            f"no {corpus.name.rstrip('s')} found under {root} ({len(result.quarantined)} "
+            "quarantined): is it the "
             "right folder? Pass --allow-empty (OPSASSIST_INDEX_ALLOW_EMPTY=true) to index it "
             "anyway"
         )
@@ -342,10 +402,12 @@ def with_run_params(settings: Settings, params: dict[str, Any] | None) -> Settin
     return settings.model_copy(update=update) if update else settings
 
 
-def check_shrink(store: IndexStore, settings: Settings, plan: Plan) -> None:
+def check_shrink(
+    store: IndexStore, settings: Settings, plan: Plan, alias: str | None = None
+) -> None:
     """Refuse a build that would delete more than ``index_max_shrink`` of the promoted version
     (a wrong or half-empty folder must not wipe the index) unless shrinking is allowed."""
-    current = store.current_version(settings.runbook_index)
+    current = store.current_version(alias or settings.runbook_index)
     if current is None or settings.index_allow_shrink:
         return
     promoted = store.count(current)
@@ -364,21 +426,24 @@ def check_shrink(store: IndexStore, settings: Settings, plan: Plan) -> None:
 
 
 def stage_plan(
-    settings: Settings, run_id: str, store: IndexStore, cache: KnowledgeCache | None = None
+    settings: Settings,
+    run_id: str,
+    store: IndexStore,
+    cache: KnowledgeCache | None = None,
+    corpus: Corpus = RUNBOOKS,
 ) -> dict[str, Any]:
     """Plan the build; with nothing to build, make sure ``cache`` has the promoted version's
     knowledge pack (the later stages, which normally publish it, are skipped)."""
-    folder = _run(settings, run_id)
+    folder = _run(settings, run_id, corpus.name)
+    alias = corpus.alias(settings)
     chunks = staging.read_chunks(folder / "chunks.parquet")
     quarantined = [Rejected(**q) for q in staging.read_json(folder / "quarantine.json")]
-    plan = plan_changes(
-        store, settings.runbook_index, chunks, quarantined, settings.embedding_model
-    )
-    check_shrink(store, settings, plan)
+    plan = plan_changes(store, alias, chunks, quarantined, settings.embedding_model)
+    check_shrink(store, settings, plan, alias)
     staging.write_json(folder / "plan.json", plan.to_json())
     published = False
-    if not plan.has_changes and cache is not None:
-        current = store.current_version(settings.runbook_index)
+    if not plan.has_changes and cache is not None and corpus.shared_cache:
+        current = store.current_version(alias)
         published = publish_pack_if_missing(settings, run_id, cache, current)
     return {  # counts only: XCom stays small, the full plan is in the staging folder
         "base_version": plan.base_version,
@@ -393,9 +458,9 @@ def stage_plan(
 
 
 def stage_embed(
-    settings: Settings, run_id: str, progress: Progress | None = None
+    settings: Settings, run_id: str, progress: Progress | None = None, corpus: Corpus = RUNBOOKS
 ) -> dict[str, Any]:
-    folder = _run(settings, run_id)
+    folder = _run(settings, run_id, corpus.name)
     plan = Plan(**staging.read_json(folder / "plan.json"))
     wanted = set(plan.to_embed)
     todo = [c for c in staging.read_chunks(folder / "chunks.parquet") if c.id in wanted]
@@ -404,57 +469,75 @@ def stage_embed(
     return {"embedded": len(embedded)}
 
 
-def stage_build(settings: Settings, run_id: str, store: IndexStore) -> dict[str, Any]:
-    folder = _run(settings, run_id)
+def stage_build(
+    settings: Settings, run_id: str, store: IndexStore, corpus: Corpus = RUNBOOKS
+) -> dict[str, Any]:
+    folder = _run(settings, run_id, corpus.name)
     plan = Plan(**staging.read_json(folder / "plan.json"))
     embedded = staging.read_chunks(folder / "embedded.parquet")
     dimension = model_dimension(settings.embedding_model, settings.embedding_device)
     version = build_version(
-        store, settings.runbook_index, plan, embedded, dimension, settings.embedding_model
+        store, corpus.alias(settings), plan, embedded, dimension, settings.embedding_model
     )
     telemetry.document_counts(
         settings.statsd_address,
-        telemetry.current_dag_id("runbooks_index"),
+        telemetry.current_dag_id(f"{corpus.name}_index"),
         {"embedded": len(embedded), "indexed": len(embedded), "deleted": len(plan.stale)},
     )
     return {"version": version, "rows": store.count(version)}
 
 
 def stage_validate(
-    settings: Settings, run_id: str, store: IndexStore, version: str
+    settings: Settings, run_id: str, store: IndexStore, version: str, corpus: Corpus = RUNBOOKS
 ) -> dict[str, Any]:
     """Validate the whole candidate version; a failure refuses promotion (the alias stays)."""
     ids = [i for ids in store.ids_by_source(version).values() for i in ids]
-    report = validate_build(store.fetch(version, ids), settings)
-    staging.write_json(_run(settings, run_id) / "validation.json", dataclasses.asdict(report))
+    report = validate_build(store.fetch(version, ids), settings, corpus.suite)
+    staging.write_json(
+        _run(settings, run_id, corpus.name) / "validation.json", dataclasses.asdict(report)
+    )
     if not report.success:
-        telemetry.promotion(settings.statsd_address, settings.runbook_index, promoted=False)
+        telemetry.promotion(settings.statsd_address, corpus.alias(settings), promoted=False)
         drop_refused(store, version)
         raise BuildRefusedError(report.summary())
     return {"suite": report.suite, "rows": report.rows, "success": True}
 
 
-def stage_gate(settings: Settings, run_id: str, store: IndexStore, version: str) -> dict[str, Any]:
-    """Quality gate: evaluate the candidate against the promoted version; a regression refuses
-    promotion (the alias stays). See ``opsassist.evaluation.gate``."""
+def stage_gate(
+    settings: Settings, run_id: str, store: IndexStore, version: str, corpus: Corpus = RUNBOOKS
+) -> dict[str, Any]:
+    """Quality gate: evaluate the candidate against the promoted version on the corpus's own
+    evaluation set; a regression refuses promotion (the alias stays). See
+    ``opsassist.evaluation.gate``."""
     from opsassist.evaluation.gate import run_gate
 
-    baseline = store.current_version(settings.runbook_index)
-    decision = run_gate(settings, store, version, baseline, run_id)
-    staging.write_json(_run(settings, run_id) / "gate.json", decision.to_json())
+    baseline = store.current_version(corpus.alias(settings))
+    decision = run_gate(settings, store, version, baseline, run_id, set_name=corpus.name)
+    staging.write_json(_run(settings, run_id, corpus.name) / "gate.json", decision.to_json())
     if not decision.promote:
-        telemetry.promotion(settings.statsd_address, settings.runbook_index, promoted=False)
+        telemetry.promotion(settings.statsd_address, corpus.alias(settings), promoted=False)
         drop_refused(store, version)
         raise BuildRefusedError(f"quality gate refused {version}: {decision.reason}")
     return decision.to_json()
 
 
 def stage_promote(
-    settings: Settings, run_id: str, store: IndexStore, version: str
+    settings: Settings, run_id: str, store: IndexStore, version: str, corpus: Corpus = RUNBOOKS
 ) -> dict[str, Any]:
-    previous = promote(store, settings.runbook_index, version, settings.keep_versions)
-    telemetry.promotion(settings.statsd_address, settings.runbook_index, promoted=True)
+    alias = corpus.alias(settings)
+    previous = promote(store, alias, version, settings.keep_versions)
+    telemetry.promotion(settings.statsd_address, alias, promoted=True)
     return {"version": version, "previous": previous}
+
+
+def stage_pack(settings: Settings, run_id: str, version: str, corpus: Corpus) -> dict[str, Any]:
+    """The knowledge pack of a corpus without a shared cache (postmortems), kept beside its
+    version for readers (``opsassist.knowledge.load_pack``); the answer cache is not touched."""
+    pack: dict[str, dict[str, Any]] = staging.read_json(
+        _run(settings, run_id, corpus.name) / "pack.json"
+    )
+    save_pack(settings.data_dir, version, pack)
+    return {"pack_entries": len(pack)}
 
 
 def stage_cache(
@@ -501,26 +584,33 @@ def run_pipeline(
     cache: KnowledgeCache,
     run_id: str,
     progress: Progress | None = None,
+    corpus: Corpus = RUNBOOKS,
 ) -> dict[str, Any]:
     """All stages in one process (the CLI path); same functions the DAG tasks call. One build
     per alias at a time (``BuildLockedError`` for a second)."""
     from opsassist.index.lifecycle import build_lock
 
-    with build_lock(settings.data_dir, settings.runbook_index):
+    alias = corpus.alias(settings)
+    with build_lock(settings.data_dir, alias):
         summary: dict[str, Any] = {"run_id": run_id}
-        summary["collect"] = stage_collect(settings, run_id, root)
-        summary["plan"] = stage_plan(settings, run_id, store, cache)
+        summary["collect"] = stage_collect(settings, run_id, root, corpus)
+        summary["plan"] = stage_plan(settings, run_id, store, cache, corpus)
         if not summary["plan"]["has_changes"]:
             summary["embed"] = {"embedded": 0}
-            summary["version"] = store.current_version(settings.runbook_index)
+            summary["version"] = store.current_version(alias)
             summary["promoted"] = False
             return summary
-        summary["embed"] = stage_embed(settings, run_id, progress)
-        build = stage_build(settings, run_id, store)
+        summary["embed"] = stage_embed(settings, run_id, progress, corpus)
+        build = stage_build(settings, run_id, store, corpus)
         version = build["version"]
-        summary["validate"] = stage_validate(settings, run_id, store, version)
-        summary["gate"] = stage_gate(settings, run_id, store, version)
-        promoted = stage_promote(settings, run_id, store, version)
+        summary["validate"] = stage_validate(settings, run_id, store, version, corpus)
+        summary["gate"] = stage_gate(settings, run_id, store, version, corpus)
+        promoted = stage_promote(settings, run_id, store, version, corpus)
+        if not corpus.shared_cache:
+            summary["pack"] = stage_pack(settings, run_id, version, corpus)
+            summary["version"] = version
+            summary["promoted"] = True
+            return summary
         summary["cache"] = stage_cache(settings, run_id, cache, version, promoted["previous"])
         summary["warmup"] = stage_warmup(settings, store, cache, version)
         summary["version"] = version

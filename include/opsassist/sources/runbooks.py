@@ -27,27 +27,29 @@ def sync_runbooks(settings: Settings, path_override: Path | None = None) -> Path
 
 
 def _sync_git(settings: Settings) -> Path:
+    return sync_git(
+        settings.runbooks_git_url,
+        settings.runbooks_git_ref,
+        settings.runbooks_git_subdir,
+        settings.data_dir / "sources" / "runbooks-git",
+        "runbooks",
+    )
+
+
+def sync_git(url: str, ref: str, subdir: str, checkout: Path, label: str) -> Path:
+    """Clone ``url`` at ``ref`` (shallow) into ``checkout`` or update it; the folder to index."""
     import git
 
-    checkout = settings.data_dir / "sources" / "runbooks-git"
     if (checkout / ".git").is_dir():
         repo = git.Repo(checkout)
-        repo.remotes.origin.fetch(settings.runbooks_git_ref, depth=1)
+        repo.remotes.origin.fetch(ref, depth=1)
         repo.git.checkout("--force", "FETCH_HEAD")
-        log.info(
-            "runbooks pulled",
-            extra={"ref": settings.runbooks_git_ref, "sha": repo.head.commit.hexsha},
-        )
+        log.info(f"{label} pulled", extra={"ref": ref, "sha": repo.head.commit.hexsha})
     else:
         checkout.parent.mkdir(parents=True, exist_ok=True)
-        repo = git.Repo.clone_from(
-            settings.runbooks_git_url, checkout, depth=1, branch=settings.runbooks_git_ref
-        )
-        log.info(
-            "runbooks cloned",
-            extra={"ref": settings.runbooks_git_ref, "sha": repo.head.commit.hexsha},
-        )
-    return checkout / settings.runbooks_git_subdir if settings.runbooks_git_subdir else checkout
+        repo = git.Repo.clone_from(url, checkout, depth=1, branch=ref)
+        log.info(f"{label} cloned", extra={"ref": ref, "sha": repo.head.commit.hexsha})
+    return checkout / subdir if subdir else checkout
 
 
 def list_runbook_files(root: Path) -> list[Path]:
