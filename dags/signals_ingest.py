@@ -1,5 +1,6 @@
-"""Signal ingest: Kafka topics, the spool folder and Prometheus -> the signal index (alias
-``OPSASSIST_SIGNAL_INDEX``, default ``signals``).
+"""Signal ingest: Kafka topics, the spool folder, Prometheus, the Kubernetes API (Events and pod
+status) and log indices in OpenSearch -> the signal index (alias ``OPSASSIST_SIGNAL_INDEX``,
+default ``signals``).
 
 Each source is one task that drains it batch by batch: parse (JSON and raw logs, metric samples,
 Kubernetes events; bad records dead-lettered with their reason) -> windows -> signal documents
@@ -18,7 +19,14 @@ Scheduling: event-driven for Kafka, a 30-second timetable for what cannot push.
   (``max_active_runs=1``). ``ingest_kafka`` reads the topics with the ingest connection
   (``OPSASSIST_SIGNALS_KAFKA_CONN_ID``, through the provider's consumer hook,
   ``enable.auto.commit=false``) and commits only after a batch is indexed.
-* The spool and Prometheus cannot push, and a stopped triggerer must not stop ingestion, so an
+* Kubernetes (``ingest_kube``): list + watch of Events and pods with the read-only identity
+  (the cncf-kubernetes connection ``OPSASSIST_SIGNALS_KUBE_CONN_ID``, else the read token or the
+  kubeconfig), resumed from the last resourceVersion, re-listed on 410 Gone.
+* OpenSearch logs (``ingest_opensearch_logs``): index patterns read by timestamp with a point in
+  time and ``search_after`` (the OpenSearch provider's connection
+  ``OPSASSIST_SIGNALS_OPENSEARCH_LOGS_CONN_ID``), a checkpoint per pattern.
+* The spool, Prometheus, Kubernetes and OpenSearch do not ring the doorbell, and a stopped
+  triggerer must not stop ingestion, so an
   ``AssetOrTimeSchedule`` adds a ``DeltaTriggerTimetable`` of 30 s: every source is read at
   least every 30 s. Without ``kafka`` in ``OPSASSIST_SIGNALS_SOURCES`` the schedule is the
   30-second timetable alone (no watcher to start).
@@ -105,8 +113,9 @@ def _ingest(source: str) -> dict[str, Any]:
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=15),
     default_args=DEFAULT_ARGS,
-    tags=["signals", "kafka", "index", "streaming"],
-    description="Kafka, spool and Prometheus -> the signal index, every 30 s and on new messages.",
+    tags=["signals", "kafka", "kubernetes", "opensearch", "index", "streaming"],
+    description="Kafka, spool, Prometheus, Kubernetes and OpenSearch logs -> the signal index, "
+    "every 30 s and on new messages.",
     doc_md=__doc__,
 )
 def signals_ingest() -> None:
@@ -122,9 +131,19 @@ def signals_ingest() -> None:
     def ingest_prometheus() -> dict[str, Any]:
         return _ingest("prometheus")
 
+    @task
+    def ingest_kube() -> dict[str, Any]:
+        return _ingest("kube")
+
+    @task
+    def ingest_opensearch_logs() -> dict[str, Any]:
+        return _ingest("opensearch_logs")
+
     ingest_kafka()
     ingest_spool()
     ingest_prometheus()
+    ingest_kube()
+    ingest_opensearch_logs()
 
 
 signals_ingest()

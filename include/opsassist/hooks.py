@@ -40,3 +40,42 @@ def kafka_consumer(conn_id: str, topics: Sequence[str]) -> Any:
     from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
 
     return KafkaConsumerHook(topics=list(topics), kafka_config_id=conn_id).get_consumer()
+
+
+def _extra(extra: dict[str, Any], key: str) -> Any:
+    """A connection extra, also under the provider's old ``extra__kubernetes__`` prefix."""
+    value = extra.get(key)
+    return value if value not in (None, "") else extra.get(f"extra__kubernetes__{key}")
+
+
+def kube_api_client(conn_id: str) -> Any:
+    """A Kubernetes ``ApiClient`` from an Airflow connection of the cncf-kubernetes provider's
+    type (``in_cluster``, ``kube_config_path``, ``kube_config`` as JSON, ``cluster_context``,
+    ``disable_verify_ssl``), read field by field: the provider itself is not needed (its pins
+    of the kubernetes client do not fit the one the agent uses)."""
+    import json
+
+    from airflow.sdk import BaseHook
+    from kubernetes import client, config
+
+    extra = BaseHook.get_connection(conn_id).extra_dejson
+    configuration = client.Configuration()
+    context = _extra(extra, "cluster_context") or None
+    inline = _extra(extra, "kube_config")
+    if str(_extra(extra, "in_cluster")).lower() in ("true", "1"):
+        config.load_incluster_config(client_configuration=configuration)
+    elif inline:
+        loaded = json.loads(inline) if isinstance(inline, str) else inline
+        config.load_kube_config_from_dict(
+            loaded, context=context, client_configuration=configuration
+        )
+    else:
+        config.load_kube_config(
+            config_file=_extra(extra, "kube_config_path") or None,
+            context=context,
+            client_configuration=configuration,
+        )
+    if str(_extra(extra, "disable_verify_ssl")).lower() in ("true", "1"):
+        configuration.verify_ssl = False
+    configuration.retries = 0
+    return client.ApiClient(configuration)

@@ -259,7 +259,8 @@ class Settings(BaseSettings):
     # --- signals --------------------------------------------------------------------------------
     signals_sources: str = Field(
         default="spool",
-        description="Comma-separated sources the signal ingest reads: spool, kafka, prometheus.",
+        description="Comma-separated sources the signal ingest reads: spool, kafka, prometheus, "
+        "kube (Kubernetes Events and pod status), opensearch_logs (log indices in OpenSearch).",
     )
     signals_spool_path: Path = Field(
         default=Path("var/spool"),
@@ -345,6 +346,57 @@ class Settings(BaseSettings):
     )
     signals_finalize_seconds: int = Field(
         default=600, description="Seconds between index finalizations (BM25/ANN rebuild)."
+    )
+    signals_kube_namespaces: str = Field(
+        default="",
+        description="Comma-separated namespaces whose Events and pod status the kube source "
+        "watches (empty: OPSASSIST_AGENT_NAMESPACES; * : every namespace, one cluster-wide watch).",
+    )
+    signals_kube_conn_id: str = Field(
+        default="",
+        description="Airflow connection (cncf-kubernetes type: in_cluster, kube_config_path or "
+        "kube_config, cluster_context) of the kube source inside DAG tasks (empty: "
+        "OPSASSIST_KUBE_API_URL with OPSASSIST_KUBE_READ_TOKEN, else in-cluster or kubeconfig).",
+    )
+    signals_kube_watch_seconds: int = Field(
+        default=30, description="Server-side timeout of one Kubernetes watch request (re-opened)."
+    )
+    signals_opensearch_logs_patterns: str = Field(
+        default="logs-*",
+        description="Comma-separated index patterns or data streams the opensearch_logs source "
+        "reads (one checkpoint each).",
+    )
+    signals_opensearch_logs_url: str = Field(
+        default="",
+        description="OpenSearch holding the logs (empty: OPSASSIST_OPENSEARCH_URL with its user "
+        "and password).",
+    )
+    signals_opensearch_logs_conn_id: str = Field(
+        default="",
+        description="Airflow OpenSearch connection of the logs cluster inside DAG tasks (empty: "
+        "OPSASSIST_OPENSEARCH_CONN_ID, else the URL).",
+    )
+    signals_opensearch_logs_mapping: Literal["ecs", "otel", "fluentbit"] = Field(
+        default="ecs",
+        description="Field-name preset of the log documents: ecs (Logstash, Data Prepper, ECS), "
+        "otel (OpenTelemetry Collector / Data Prepper OTel logs), fluentbit.",
+    )
+    signals_opensearch_logs_fields: dict[str, str] = Field(
+        default={},
+        description="Per-field overrides of the preset as a JSON object, field -> comma-separated "
+        'dotted paths (fields: timestamp, message, level, service, component), e.g. {"message": '
+        '"msg,log"}.',
+    )
+    signals_opensearch_logs_lag_seconds: int = Field(
+        default=300,
+        description="Late documents with a timestamp up to this far behind the newest one read "
+        "are still picked up (each run re-reads this window, skipping what it has seen).",
+    )
+    signals_opensearch_logs_lookback_seconds: int = Field(
+        default=3600, description="How far back the first read of a pattern starts."
+    )
+    signals_opensearch_logs_page_size: int = Field(
+        default=2000, description="Documents per search page (search_after)."
     )
 
     # --- history reprocessing (Spark jobs in spark_jobs/) ---------------------------------------

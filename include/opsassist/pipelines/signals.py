@@ -94,7 +94,7 @@ from opsassist.sources.prometheus import REASON_QUERY
 
 log = get_logger(__name__)
 PIPELINE = "signals"
-SOURCE_NAMES = ("spool", "kafka", "prometheus")
+SOURCE_NAMES = ("spool", "kafka", "prometheus", "kube", "opensearch_logs")
 REASON_LATE = "late"
 TEXT_MAX_LENGTH = 4000
 # (kind, group, window start); group: the service (log), namespace (event) or series (metric)
@@ -514,6 +514,9 @@ class SignalIngestor:
         parsed = _Parsed()
         limit = self.settings.signals_max_message_bytes
         for record in records:
+            if record.problem is not None:  # the source already found it unusable
+                parsed.letters.append(DeadLetter(record, *record.problem))
+                continue
             try:
                 if record.kind == "log":
                     item = parse_log(
@@ -1065,7 +1068,78 @@ def open_source(settings: Settings, name: str, *, airflow: bool = False) -> Sour
             window_seconds=settings.signals_window_seconds,
             baseline_seconds=settings.signals_metric_baseline_seconds,
         )
+    if name == "kube":
+        return open_kube_source(settings, airflow=airflow)
+    if name == "opensearch_logs":
+        return open_opensearch_logs_source(settings, airflow=airflow)
     raise ValueError(f"unknown signal source {name!r}: use {', '.join(SOURCE_NAMES)}")
+
+
+def kube_namespaces(settings: Settings) -> list[str]:
+    """The namespaces the kube source watches (``["*"]``: all, one cluster-wide watch)."""
+    value = settings.signals_kube_namespaces or settings.agent_namespaces
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    return ["*"] if "*" in names or not names else names
+
+
+def open_kube_source(settings: Settings, *, airflow: bool = False) -> Source:
+    """The Kubernetes source with the read-only identity: the Airflow connection inside a task
+    (``OPSASSIST_SIGNALS_KUBE_CONN_ID``), else the agent's read client (URL and read token, or
+    in-cluster config, or the kubeconfig)."""
+    from opsassist.sources.kube import KubeSource
+
+    if airflow and settings.signals_kube_conn_id:
+        from opsassist.hooks import kube_api_client
+
+        api = kube_api_client(settings.signals_kube_conn_id)
+    else:
+        from opsassist.agent.kube import api_client
+
+        api = api_client(settings, "read")
+    folder = signals_dir(settings)
+    return KubeSource(
+        api,
+        kube_namespaces(settings),
+        folder / "kube.json",
+        folder / "deadletter" / "kube.jsonl",
+        watch_seconds=settings.signals_kube_watch_seconds,
+    )
+
+
+def open_opensearch_logs_source(settings: Settings, *, airflow: bool = False) -> Source:
+    """The OpenSearch logs source: the provider's connection inside a task, else the URL."""
+    from opsassist.sources.opensearch_logs import FieldMapping, OpenSearchLogsSource
+
+    conn_id = settings.signals_opensearch_logs_conn_id or (
+        "" if settings.signals_opensearch_logs_url else settings.opensearch_conn_id
+    )
+    if airflow and conn_id:
+        from opsassist.hooks import opensearch_client
+
+        client = opensearch_client(conn_id)
+    else:
+        from opensearchpy import OpenSearch
+
+        user, password = settings.opensearch_user, settings.opensearch_password
+        client = OpenSearch(
+            hosts=[settings.signals_opensearch_logs_url or settings.opensearch_url],
+            http_auth=(user, password.get_secret_value()) if user else None,
+            timeout=settings.opensearch_timeout_seconds,
+        )
+    folder = signals_dir(settings)
+    patterns = [p.strip() for p in settings.signals_opensearch_logs_patterns.split(",")]
+    return OpenSearchLogsSource(
+        client,
+        [p for p in patterns if p],
+        FieldMapping.preset(
+            settings.signals_opensearch_logs_mapping, settings.signals_opensearch_logs_fields
+        ),
+        folder / "opensearch-logs.sqlite",
+        folder / "deadletter" / "opensearch_logs.jsonl",
+        lag_seconds=settings.signals_opensearch_logs_lag_seconds,
+        lookback_seconds=settings.signals_opensearch_logs_lookback_seconds,
+        page_size=settings.signals_opensearch_logs_page_size,
+    )
 
 
 # --- stages (DAG tasks) --------------------------------------------------------------------------

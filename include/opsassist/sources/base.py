@@ -28,6 +28,9 @@ class RawRecord:
     ``received``: the source's own timestamp (Kafka message time, file modification time, query
     time), used when the record carries none. ``hint``: a fallback service name (Kafka key,
     spool folder). ``origin``: where it came from, for people (topic, file path, expression).
+    ``problem``: (reason, detail) when the source itself already knows the record cannot be used
+    (an OpenSearch document its field mapping does not fit): the pipeline dead-letters it with
+    that reason instead of parsing it.
     """
 
     kind: RecordKind
@@ -39,6 +42,7 @@ class RawRecord:
     origin: str
     hint: str = ""
     key: bytes | None = None
+    problem: tuple[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
