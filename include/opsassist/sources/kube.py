@@ -495,6 +495,11 @@ class KubeSource:
         known = max(self._committed.get(stream, 0) - 1, self._resume.get(stream, 0))
         return str(known) if known > 0 else None
 
+    @property
+    def ready(self) -> bool:
+        """Every stream has listed its objects or resumed its watch."""
+        return len(self._ready) == len(self.streams)
+
     # --- threads -------------------------------------------------------------------------------
     def _start(self) -> None:
         if self._threads:
