@@ -1,7 +1,8 @@
 """Pages for the sources an answer cites, for an engineer who clicks a link in Open WebUI.
 
     GET /v1/sources/runbooks/{path}     the runbook as indexed in the promoted version
-    GET /v1/sources/documents/{id}      one indexed document (a signal: log, metric, event)
+    GET /v1/sources/documents/{id}      one indexed document (a signal: log, metric, event; a
+                                        postmortem section, shown with its whole write-up)
 
 A browser follows these links without the API key, so when keys are configured a page needs the
 signature the answer's link carries (``?sig=``, see ``opsassist.chat.links``) or, for scripts,
@@ -109,18 +110,33 @@ async def runbook_page(source: str, request: Request) -> HTMLResponse:
     return _page(title, body, f"{source} · index version {version}")
 
 
+async def _postmortem_page(store: IndexStore, version: str, chunk: Chunk) -> HTMLResponse:
+    ids = (await asyncio.to_thread(store.ids_by_source, version)).get(chunk.source, set())
+    chunks = await asyncio.to_thread(store.fetch, version, sorted(ids))
+    sections = _runbook_from_chunks(chunks or [chunk])
+    body = f"<h1>{html.escape(chunk.title)}</h1>" + "".join(
+        _section_html(path, markdown) for path, markdown in sections
+    )
+    date = chunk.timestamp.date().isoformat() if chunk.timestamp else ""
+    meta = f"postmortem · {chunk.source}" + (f" · {date}" if date else "") + f" · {version}"
+    return _page(chunk.title, body, meta)
+
+
 @router.get("/documents/{document_id}", response_class=HTMLResponse)
 async def document_page(document_id: str, request: Request) -> HTMLResponse:
     _authorize(request, request.url.path)
     services = request.app.state.services
     store: IndexStore = services.store
-    for alias in (services.settings.signal_index, services.settings.runbook_index):
+    settings = services.settings
+    for alias in (settings.signal_index, settings.runbook_index, settings.postmortem_index):
         version = await asyncio.to_thread(store.current_version, alias)
         if version is None:
             continue
         found = await asyncio.to_thread(store.fetch, version, [document_id])
         if found:
             chunk = found[0]
+            if chunk.source_type == "postmortem":  # the whole write-up, the section marked
+                return await _postmortem_page(store, version, chunk)
             span = " → ".join(
                 t.isoformat() for t in (chunk.timestamp, chunk.end_timestamp) if t is not None
             )

@@ -295,15 +295,31 @@ class PastIncident:
         return f"**{label}**: {self.title}{when}{because} [{number}]"
 
 
+AGREEMENT_RANK = 2  # chosen on the dev questions with the threshold (benchmarks/postmortem_...)
+
+
+def shows_incident(hit: SearchHit, min_similarity: float) -> bool:
+    """Is the best postmortem hit a past incident worth citing? Both searches must put it near
+    the top (keyword and meaning agree) and its cosine must reach ``min_similarity``: fused
+    ranks alone say which write-up is nearest, not whether it is near, and cosine alone misses
+    short or Russian questions (the default pair's English half scores them low)."""
+    return (
+        (hit.vector_score or 0.0) >= min_similarity
+        and hit.bm25_rank is not None
+        and hit.bm25_rank <= AGREEMENT_RANK
+        and hit.vector_rank is not None
+        and hit.vector_rank <= AGREEMENT_RANK
+    )
+
+
 def match_incident(
     hits: Sequence[SearchHit], pack: dict[str, dict[str, Any]], min_similarity: float
 ) -> PastIncident | None:
-    """The best-ranked postmortem hit when its cosine to the question reaches
-    ``min_similarity`` (fused ranks say which write-up is nearest, not whether it is near)."""
+    """The best-ranked postmortem hit when :func:`shows_incident` says it matches."""
     from opsassist.chat.compose import lead_text
 
     best = next((h for h in hits if h.source_type == SOURCE_TYPE), None)
-    if best is None or (best.vector_score or 0.0) < min_similarity:
+    if best is None or not shows_incident(best, min_similarity):
         return None
     entry = pack.get(best.source) or {}
     body = best.text.partition("\n")[2] or best.text

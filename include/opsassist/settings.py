@@ -555,6 +555,13 @@ class Settings(BaseSettings):
             "instead of quoting the nearest one."
         ),
     )
+    chat_postmortem_min_similarity: float = Field(
+        default=0.3,
+        description="The chat cites the best past incident of the postmortem index ('Seen "
+        "before: ...') when it is in the top 2 of both the keyword and the vector list and its "
+        "cosine to the question reaches this (chosen on the dev questions by "
+        "benchmarks/postmortem_retrieval.py); no postmortem index: never.",
+    )
     chat_summary_max_tokens: int = Field(
         default=96, description="Token budget of the model's summary (composed_model mode)."
     )
@@ -606,12 +613,6 @@ class Settings(BaseSettings):
     model_protocol: Literal["openai", "v2"] = Field(
         default="openai",
         description="KServe protocol: OpenAI-compatible routes or Open Inference Protocol v2.",
-    )
-    chat_postmortem_min_similarity: float = Field(
-        default=0.5,
-        description="The chat cites the best-ranked past incident of the postmortem index "
-        "('Seen before: ...') when its cosine to the question reaches this (measured on the dev "
-        "questions by benchmarks/postmortem_retrieval.py); no postmortem index: never.",
     )
     model_api_key: SecretStr = Field(
         default=SecretStr(""), description="Bearer token for the model server, if any (secret)."

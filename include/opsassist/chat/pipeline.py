@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -73,6 +73,9 @@ from opsassist.logs import get_logger
 from opsassist.settings import Settings
 from opsassist.stores import fusion_config
 from opsassist.timeparse import parse_since
+
+if TYPE_CHECKING:
+    from opsassist.postmortems import PastIncident
 
 log = get_logger(__name__)
 
@@ -129,6 +132,7 @@ class Prepared:
     model_messages: list[Message] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # milliseconds
+    incident: PastIncident | None = None  # a matching past incident (postmortem index)
 
     @property
     def cites_signals(self) -> bool:
@@ -218,6 +222,7 @@ class ChatPipeline:
         self._fusion = fusion_config(settings)
         self._alerts: tuple[str | None, dict[str, str]] = ("", {})  # pack version, alert -> runbook
         self._model_checked: set[str] = set()  # versions known to match the embedding model
+        self._postmortems: tuple[str | None, dict[str, Any]] = (None, {})  # version, its pack
         # the signal search of each request runs beside its runbook search
         self._signal_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="chat-signals")
 
@@ -351,6 +356,7 @@ class ChatPipeline:
                 covered=prepared.covered,
             )
             prepared.citations = prepared.composed.citations
+            self._cite_past_incident(prepared)
             if prepared.mode == "composed_model" and prepared.composed.primary is not None:
                 prepared.model_messages = summary_messages(
                     prepared.standalone, prepared.composed.text, prepared.language
@@ -428,6 +434,7 @@ class ChatPipeline:
         k = self.settings.chat_top_k
         embed = _Once(self._embed)
         signals = self._signal_pool.submit(self._signals, prepared, embed)
+        incident = self._signal_pool.submit(self._past_incident, prepared, embed)
         warmed = None
         if use_cache:
             try:
@@ -441,6 +448,7 @@ class ChatPipeline:
             hits = hybrid_search(self.store, version, query, self._fusion, embed)
             if use_cache:
                 self._put_retrieval(prepared, version, hits)
+        prepared.incident = incident.result()
         return hits + signals.result()
 
     def _put_retrieval(self, prepared: Prepared, version: str, hits: list[SearchHit]) -> None:
@@ -475,6 +483,51 @@ class ChatPipeline:
         # Vector search always returns its k nearest signals, relevant or not: a signal is only
         # cited when it also matched the question's words (it has a BM25 rank).
         return [hit for hit in hits if hit.bm25_rank is not None]
+
+    def _past_incident(
+        self, prepared: Prepared, embed: Callable[[str], np.ndarray]
+    ) -> PastIncident | None:
+        """The past incident (postmortem) the question matches, if the postmortem index exists
+        and its best write-up clears ``OPSASSIST_CHAT_POSTMORTEM_MIN_SIMILARITY``; a missing or
+        failing postmortem index is no error."""
+        from opsassist.postmortems import match_incident
+
+        try:
+            version = self.store.current_version(self.settings.postmortem_index)
+            if version is None:
+                return None
+            self._check_model(version)
+            query = Query(text=prepared.standalone, k=3, mode="hybrid")
+            hits = hybrid_search(self.store, version, query, self._fusion, embed)
+            if self._postmortems[0] != version:  # the digests kept beside the version
+                self._postmortems = (version, load_pack(self.settings.data_dir, version) or {})
+            pack = self._postmortems[1]
+        except Exception as exc:
+            prepared.errors.append("postmortem_index")
+            log.warning("postmortem search failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return None
+        return match_incident(hits, pack, self.settings.chat_postmortem_min_similarity)
+
+    @staticmethod
+    def _cite_past_incident(prepared: Prepared) -> None:
+        """Add "Seen before: <title> (<date>) — root cause ... [n]" under the composed answer,
+        with its citation (a postmortem citation is not a runbook's: the answer is not cached,
+        so a write-up indexed later is never hidden by an older answer)."""
+        found, composed = prepared.incident, prepared.composed
+        if found is None or composed is None:
+            return
+        number = len(prepared.citations) + 1
+        prepared.citations.append(
+            Citation(
+                number=number,
+                source=found.hit.source,
+                source_type=found.hit.source_type,
+                section=found.section,
+                title=found.title,
+                document_id=found.hit.id,
+            )
+        )
+        composed.text += "\n\n" + found.line(number, prepared.language)
 
     @staticmethod
     def _cache_error(errors: list[str], operation: str, exc: BaseException) -> None:
