@@ -307,9 +307,7 @@ def run_gate(
     )
     decision = dataclasses.replace(
         decision,
-        mlflow_run_id=_log_decision(
-            settings, decision, report, baseline_report, run_id, set_name
-        ),
+        mlflow_run_id=_log_decision(settings, decision, report, baseline_report, run_id, set_name),
     )
     (log.info if decision.promote else log.warning)(
         f"quality gate: {decision.label}: {decision.reason}",
