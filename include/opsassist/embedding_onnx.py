@@ -172,21 +172,32 @@ def _max_length(model_name: str) -> int:
 QueryEncoder = Callable[[Sequence[str]], np.ndarray]
 
 
-@lru_cache(maxsize=8)
+_build_lock = threading.Lock()
+
+
 def query_encoder(
     model_name: str, cache_dir: Path, device: str = "cpu", runtime: str = "onnx"
 ) -> QueryEncoder:
     """Question embeddings of ``model_name``, the vectors ``embed_texts(role="query")`` gives:
     on a CPU with the ``onnx`` runtime every sentence-transformers part (MiniLM) runs through
-    ONNX Runtime and the others (USE, e5) through their own numpy/C encoders, so a question is
-    embedded without importing torch once the export exists. A part that cannot be exported
-    falls back to its torch encoder (logged once). ``a+b`` names concatenate as
-    :mod:`opsassist.embedding` does."""
-    from opsassist.embedding import embed_texts, is_sentence_transformer
+    ONNX Runtime, USE through its numpy encoder restored from its prepared state
+    (:mod:`opsassist.embedding_use`) and the others (e5) through their own encoders, so a
+    question is embedded without importing torch once the export exists. A part that cannot be
+    exported falls back to its torch encoder (logged once). ``a+b`` names concatenate as
+    :mod:`opsassist.embedding` does. Built once per arguments and process: concurrent first
+    callers (the chat server's warm-up and its first requests) wait for one build."""
+    with _build_lock:
+        return _query_encoder(model_name, cache_dir, device, runtime)
 
+
+@lru_cache(maxsize=8)
+def _query_encoder(model_name: str, cache_dir: Path, device: str, runtime: str) -> QueryEncoder:
+    from opsassist.embedding import USE_MODEL, embed_texts, is_sentence_transformer
+
+    fast = runtime == "onnx" and device == "cpu"
     parts: list[QueryEncoder] = []
     for name in model_name.split("+"):
-        if runtime == "onnx" and device == "cpu" and is_sentence_transformer(name):
+        if fast and is_sentence_transformer(name):
             try:
                 parts.append(OnnxQueryEncoder(name, cache_dir))
                 continue
@@ -195,6 +206,12 @@ def query_encoder(
                     "ONNX query embeddings unavailable: using torch",
                     extra={"model": name, "error": f"{type(exc).__name__}: {exc}"},
                 )
+        if fast and name == USE_MODEL:
+            from opsassist.embedding_use import prepared_use
+
+            use = prepared_use(cache_dir)
+            parts.append(lambda texts, use=use: use.encode(texts, "query", 32))  # type: ignore[misc]
+            continue
         parts.append(
             lambda texts, name=name: embed_texts(texts, name, 32, device, role="query")  # type: ignore[misc]
         )
