@@ -178,8 +178,14 @@ def search_command(
     with correlation_scope():
         try:
             from opsassist.index.base import Filters
-            from opsassist.search import search
+            from opsassist.search import question_vector, search
             from opsassist.timeparse import parse_since
+
+            prepared = None
+            if mode != "bm25" and query.strip():  # embedded on the other core meanwhile
+                from opsassist.forked import in_child
+
+                prepared = in_child(lambda: question_vector(query, settings))
 
             if mode not in ("hybrid", "bm25", "vector"):
                 raise ValueError(f"unknown mode {mode!r}: use hybrid, bm25 or vector")
@@ -194,6 +200,7 @@ def search_command(
                 k=k,
                 mode=mode,  # type: ignore[arg-type]
                 filters=filters,
+                prepared_vector=prepared,
             )
         except Exception as exc:
             raise _fail(exc) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from opsassist.documents import SearchHit
@@ -45,10 +47,13 @@ def search(
     k: int = 10,
     mode: SearchMode = "hybrid",
     filters: Filters | None = None,
+    prepared_vector: Callable[[], np.ndarray | None] | None = None,
 ) -> list[SearchHit]:
     """Search an alias (default: the runbook index) or a version; best first. A version built
     with another embedding model than the configured one is refused (``EmbeddingModelMismatch``)
-    for vector and hybrid search."""
+    for vector and hybrid search. ``prepared_vector`` gives the question's vector made
+    beforehand (``opsassist search`` embeds it in a child process while the index opens; None
+    from it: embedded here)."""
     if not text.strip():
         raise EmptyQueryError("the query is empty: give the words to search for")
     settings = settings or get_settings()
@@ -59,6 +64,8 @@ def search(
     vector = None
     if mode != "bm25":
         check_model(store, version, settings.embedding_model)
-        vector = question_vector(text, settings)
+        vector = prepared_vector() if prepared_vector is not None else None
+        if vector is None:
+            vector = question_vector(text, settings)
     query = Query(text=text, vector=vector, k=k, mode=mode, filters=filters or Filters())
     return hybrid_search(store, version, query, fusion_config(settings))
