@@ -25,6 +25,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 
 from opsassist.cache.base import KnowledgeCache
+from opsassist.chat.answerlog import (
+    WEBUI_CHAT_HEADER,
+    WEBUI_MESSAGE_HEADER,
+    AnswerLog,
+    AnswerRecord,
+    answer_record,
+)
 from opsassist.chat.pipeline import ChatPipeline, ChatRequest, InvalidChatRequest, Outcome, Prepared
 from opsassist.index.base import (
     EmbeddingModelMismatch,
@@ -72,6 +79,7 @@ class Services:
     client: KServeClient
     pipeline: ChatPipeline
     metrics: Metrics
+    answers: AnswerLog | None = None  # OPSASSIST_CHAT_ANSWER_LOG
 
 
 def services(request: Request) -> Services:
@@ -289,7 +297,33 @@ async def _stream(
     # then never runs. The count runs as its own task, so [DONE] does not wait for Redis.
     _observe_cached(s, request, prepared)
     _detached(asyncio.to_thread(s.pipeline.record_question, prepared))
+    _record_answer(s, request, prepared, outcome, writer.id)
     yield DONE
+
+
+def _record_answer(
+    s: Services, request: Request, prepared: Prepared, outcome: Outcome, completion_id: str
+) -> None:
+    """Log the answer for the feedback loop (opsassist.chat.answerlog), off the response path."""
+    if s.answers is None:
+        return
+    record = answer_record(
+        prepared,
+        outcome,
+        completion_id=completion_id,
+        correlation_id=get_correlation_id(),
+        model=s.client.target,
+        webui_chat_id=request.headers.get(WEBUI_CHAT_HEADER, ""),
+        webui_message_id=request.headers.get(WEBUI_MESSAGE_HEADER, ""),
+    )
+    _detached(asyncio.to_thread(_store_answer, s.answers, record))
+
+
+def _store_answer(answers: AnswerLog, record: AnswerRecord) -> None:
+    try:
+        answers.record(record)
+    except Exception as exc:  # the answer was given; its log line says what was lost
+        log.error("answer log failed", extra={"answer_id": record.id, "error": repr(exc)})
 
 
 _DETACHED: set[asyncio.Task[Any]] = set()
@@ -373,6 +407,7 @@ async def chat_completions(
     timings["total"] = _elapsed_ms(request)
     headers["Server-Timing"] = server_timing(timings)
     _observe_cached(s, request, prepared)
+    _record_answer(s, request, prepared, outcome, str(data["id"]))
     return JSONResponse(
         data,
         headers=headers,
@@ -466,7 +501,10 @@ def create_app(
         model = client or client_from_settings(settings)
         pipeline = ChatPipeline(settings, index_store, knowledge, model, embed)
         metrics.track_circuit(lambda: model.breaker_state.gauge_value)
-        app.state.services = Services(settings, index_store, knowledge, model, pipeline, metrics)
+        answers = AnswerLog.from_settings(settings) if settings.chat_answer_log else None
+        app.state.services = Services(
+            settings, index_store, knowledge, model, pipeline, metrics, answers
+        )
         app.state.agent = build_agent(settings, index_store) if settings.agent_enabled else None
         limit_torch_threads(settings.chat_torch_threads)
         # prepare() runs in worker threads: enough of them that concurrent questions reach the
@@ -496,6 +534,8 @@ def create_app(
         finally:
             if client is None:
                 await model.aclose()
+            if answers is not None:
+                answers.close()
 
     app = FastAPI(
         title="OpsAssist chat server",

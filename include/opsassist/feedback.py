@@ -211,8 +211,9 @@ def bad_share_by_version(items: Iterable[dict[str, Any]]) -> dict[str, dict[str,
 
 # --- Open WebUI -----------------------------------------------------------------------------------
 def fetch_feedback(settings: Settings, transport: Any = None) -> list[dict[str, Any]]:
-    """Every rating Open WebUI holds, with the chat snapshot (admin-only export). Connection
-    errors, timeouts and non-200 answers raise :class:`WebUIUnavailable`."""
+    """Every rating of the chat server's model (``OPSASSIST_CHAT_MODEL_ID``, as Open WebUI lists
+    it) that Open WebUI holds, with the chat snapshot (the admin-only export). Connection errors,
+    timeouts and non-200 answers raise :class:`WebUIUnavailable`."""
     import httpx
 
     token = settings.feedback_webui_token.get_secret_value()
@@ -225,7 +226,10 @@ def fetch_feedback(settings: Settings, transport: Any = None) -> list[dict[str, 
             timeout=settings.feedback_timeout_seconds,
             transport=transport,
         ) as client:
-            response = client.get("/api/v1/evaluations/feedbacks/all/export")
+            response = client.get(
+                "/api/v1/evaluations/feedbacks/all/export",
+                params={"model_id": settings.chat_model_id},
+            )
     except httpx.HTTPError as exc:
         raise WebUIUnavailable(
             f"Open WebUI at {base} is unreachable: {type(exc).__name__}: {exc}"
