@@ -1,9 +1,10 @@
 """Retrieval evaluation on demand: an evaluation set against an index, logged to MLflow.
 
-Trigger it from the Airflow UI with params ``set`` (``runbooks`` or ``signals``) and ``index``
-(an alias or a version such as ``runbooks-v0007``; empty: the set's default index, and for
-``signals`` the loghub evaluation index, built first if missing or stale). resolve -> evaluate:
-every question in BM25, vector and hybrid mode, one MLflow run in experiment
+Trigger it from the Airflow UI with params ``set`` (``runbooks``, ``signals`` or ``postmortems``)
+and ``index`` (an alias or a version such as ``runbooks-v0007``; empty: the set's default index,
+the postmortem alias for ``postmortems``, and for ``signals`` the loghub evaluation index, built
+first if missing or stale). resolve -> evaluate: every question in BM25, vector and hybrid mode,
+one MLflow run in experiment
 ``opsassist-<set>`` with the metrics, the per-question CSV and the recall@k plot.
 Wiring only: the steps are ``opsassist.evaluation.service`` functions.
 """
@@ -33,7 +34,9 @@ DEFAULT_ARGS = {
     tags=["evaluation", "mlflow", "index"],
     description="Retrieval evaluation of an index (BM25, vector, hybrid), logged to MLflow.",
     params={
-        "set": Param("runbooks", enum=["runbooks", "signals"], description="Evaluation set."),
+        "set": Param(
+            "runbooks", enum=["runbooks", "signals", "postmortems"], description="Evaluation set."
+        ),
         "index": Param(
             None,
             type=["null", "string"],
