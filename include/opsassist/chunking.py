@@ -78,12 +78,30 @@ def split_body(body: str, max_chars: int, overlap_chars: int) -> list[str]:
     return pieces
 
 
+_IDENTIFIER_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+def identifier_words(identifier: str) -> list[str]:
+    """The words of a CamelCase identifier: ``KubeletPlegDurationHigh`` -> Kubelet, Pleg,
+    Duration, High; ``etcdGRPCRequestsSlow`` -> etcd, GRPC, Requests, Slow."""
+    return _IDENTIFIER_WORD.findall(identifier)
+
+
 def _header(runbook: Runbook, section_label: str) -> str:
-    name = (
-        runbook.title
-        if not runbook.alert or runbook.alert == runbook.title
-        else (f"{runbook.title} ({runbook.alert})")
-    )
+    """``Title (AlertName) > Section``; when the alert's name holds words the title does not
+    (an abbreviation such as PLEG, or a title that is the CamelCase name itself), they are
+    spelled out after it, so a keyword search for them finds every chunk of the runbook."""
+    name = runbook.title
+    alert = runbook.alert or ""
+    title_words = {w.lower() for w in re.findall(r"\w+", runbook.title)} | {
+        w.lower() for w in identifier_words(runbook.title)
+    }
+    spelled = identifier_words(alert)
+    new_words = [w for w in spelled if w.lower() not in title_words]
+    if alert and alert != runbook.title:
+        name = f"{name} ({alert}: {' '.join(spelled)})" if new_words else f"{name} ({alert})"
+    elif alert and len(spelled) > 1:
+        name = f"{name} ({' '.join(spelled)})"
     return f"{name} > {section_label}"
 
 

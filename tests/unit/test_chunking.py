@@ -80,3 +80,28 @@ def test_corpus_chunks_are_unique_and_within_bounds() -> None:
             assert 20 <= len(chunk.text) <= 2800
             total += 1
     assert total > 300
+
+
+def test_alert_name_words_the_title_lacks_are_spelled_in_every_chunk_header() -> None:
+    from opsassist.chunking import identifier_words
+
+    assert identifier_words("KubeletPlegDurationHigh") == ["Kubelet", "Pleg", "Duration", "High"]
+    assert identifier_words("etcdGRPCRequestsSlow") == ["etcd", "GRPC", "Requests", "Slow"]
+    text = (
+        "---\ntitle: Kubelet Pod Lifecycle Event Generator Duration High\n---\n"
+        "# KubeletPlegDurationHigh\n\n## Meaning\n\nThe generator is slow on a node.\n\n"
+        "## Mitigation\n\nRestart the kubelet after checking the container runtime.\n"
+    )
+    chunks = chunk_runbook(parse_runbook(text, "kubernetes/KubeletPlegDurationHigh.md"))
+    assert chunks and all(
+        c.text.startswith(
+            "Kubelet Pod Lifecycle Event Generator Duration High "
+            "(KubeletPlegDurationHigh: Kubelet Pleg Duration High) >"
+        )
+        for c in chunks
+    )
+    named = (
+        "---\ntitle: Pod Crash Looping\n---\n# KubePodCrashLooping\n\n## Meaning\n\nIt restarts.\n"
+    )
+    (chunk,) = chunk_runbook(parse_runbook(named, "kubernetes/KubePodCrashLooping.md"))
+    assert chunk.text.startswith("Pod Crash Looping (KubePodCrashLooping: Kube Pod Crash Looping)")

@@ -1,18 +1,11 @@
-"""The question's language and the words an answer frames runbook quotes with.
-
-Detection is by script: Cyrillic letters make a question Russian, whatever Latin words
-(alert names, commands, resource kinds) it also holds. English is the default.
-"""
+"""The words an answer frames runbook quotes with, per question language (detection:
+:mod:`opsassist.language`)."""
 
 from __future__ import annotations
 
-import re
-from typing import Literal
+from opsassist.language import Language, detect_language
 
-Language = Literal["en", "ru"]
-_CYRILLIC = re.compile(r"[А-Яа-яЁё]")
-_LATIN = re.compile(r"[A-Za-z]")
-_CODE = re.compile(r"`[^`\n]*`")
+__all__ = ["LABELS", "Language", "detect_language", "labels"]
 
 LABELS: dict[Language, dict[str, str]] = {
     "en": {
@@ -69,15 +62,6 @@ LABELS: dict[Language, dict[str, str]] = {
         "model_partly_dropped": "Часть резюме модели не показана: она не прошла проверку",
     },
 }
-
-
-def detect_language(text: str) -> Language:
-    """``ru`` when Cyrillic letters make up at least a quarter of the letters outside inline
-    code, else ``en``."""
-    prose = _CODE.sub(" ", text)
-    cyrillic = len(_CYRILLIC.findall(prose))
-    latin = len(_LATIN.findall(prose))
-    return "ru" if cyrillic and cyrillic * 4 >= cyrillic + latin else "en"
 
 
 def labels(language: Language) -> dict[str, str]:
