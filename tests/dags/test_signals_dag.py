@@ -167,3 +167,126 @@ def test_signals_dag_ingests_kafka_spool_and_prometheus(
     after = replayable_ids()
     assert after == before
     get_settings.cache_clear()
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_signals_dag_reads_kubernetes_and_opensearch_logs_through_airflow_connections(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ingest_kube`` with a cncf-kubernetes-type connection (the read-only service account's
+    kubeconfig) and ``ingest_opensearch_logs`` with the OpenSearch provider's connection, on
+    the real kube-apiserver and OpenSearch node; then the OpenSearch connection points at a
+    closed port: the task fails (and is retried), its error names the node, and the checkpoint
+    is what the good run left."""
+    from opensearchpy import OpenSearch
+
+    from tests.conftest import free_port
+    from tests.integration.agent_cluster import KUBE, token
+    from tests.integration.test_kube_source import Cluster
+    from tests.integration.test_opensearch_logs_source import bulk, ecs_documents
+
+    os_port = service_port("opensearch", 19200)
+    require_service("opensearch", os_port)
+    kube_port = service_port("kube_apiserver", 16443)
+    require_service("kube-apiserver", kube_port)
+    cluster = Cluster(f"sig-dag-{uuid.uuid4().hex[:6]}")
+    prefix = f"test-dag-oslogs-{uuid.uuid4().hex[:8]}-"
+    client = OpenSearch(hosts=[f"http://127.0.0.1:{os_port}"], timeout=60)
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{kube_port}",
+                    "certificate-authority": str(KUBE / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": "reader", "user": {"token": token("reader")}}],
+        "contexts": [{"name": "reader", "context": {"cluster": "local", "user": "reader"}}],
+        "current-context": "reader",
+    }
+    data_dir = tmp_path / "data"
+    env = {
+        "OPSASSIST_DATA_DIR": str(data_dir),
+        "OPSASSIST_SIGNALS_SOURCES": "kube,opensearch_logs",
+        "OPSASSIST_SIGNALS_KUBE_CONN_ID": "opsassist_kube_read",
+        "OPSASSIST_SIGNALS_KUBE_NAMESPACES": cluster.namespace,
+        "OPSASSIST_SIGNALS_KUBE_WATCH_SECONDS": "5",
+        "OPSASSIST_SIGNALS_OPENSEARCH_LOGS_CONN_ID": "opsassist_logs",
+        "OPSASSIST_SIGNALS_OPENSEARCH_LOGS_PATTERNS": f"{prefix}logs-*",
+        "OPSASSIST_CACHE_BACKEND": "memory",
+        "OPSASSIST_INDEX_BACKEND": "embedded",
+        "AIRFLOW_CONN_OPSASSIST_KUBE_READ": json.dumps(
+            {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(kubeconfig)}}
+        ),
+        "AIRFLOW_CONN_OPSASSIST_LOGS": json.dumps(
+            {"conn_type": "opensearch", "host": "127.0.0.1", "port": os_port}
+        ),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from opsassist.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        cluster.crash_looping_pod("cart-api-6f7d8c9b5-q2w4e")
+        now = dt.datetime.now(dt.UTC)
+        bulk(client, f"{prefix}logs-app-1", ecs_documents(300, now, span_s=120))
+
+        from airflow.dag_processing.dagbag import DagBag
+
+        dag = DagBag(str(DAGS)).get_dag("signals_ingest")
+        assert dag is not None
+        assert type(dag.timetable).__name__ == "DeltaTriggerTimetable"  # no Kafka, no watcher
+        run = dag.test()
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert run.state == "success", states
+        mine = ("ingest_kube", "ingest_opensearch_logs")
+        assert {states[t] for t in mine} == {"success"}, states
+        assert {s for t, s in states.items() if t not in mine} == {"skipped"}, states
+        reports = data_dir / "signals" / "reports" / "batches.jsonl"
+        assert totals(reports, "kube")["accepted"] == 3  # CrashLoopBackOff, OOMKilled, BackOff
+        assert totals(reports, "opensearch_logs")["accepted"] == 300
+
+        def checkpoint() -> list[tuple[Any, ...]]:
+            import sqlite3
+
+            with sqlite3.connect(data_dir / "signals" / "opensearch-logs.sqlite") as db:
+                rows = "SELECT pattern, watermark_ms, next_seq FROM checkpoint"
+                seen = "SELECT count(*) FROM seen"
+                return [*db.execute(rows), *db.execute(seen)]
+
+        saved = checkpoint()
+        assert saved[0][2] == 300
+
+        # the logs cluster unreachable: a clear error, the task fails and is retried
+        dead = f"127.0.0.1:{free_port()}"
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_OPSASSIST_LOGS",
+            json.dumps({"conn_type": "opensearch", "host": "127.0.0.1", "port": int(dead[10:])}),
+        )
+        bulk(client, f"{prefix}logs-app-1", ecs_documents(20, now, span_s=5))
+        from opsassist.pipelines import signals
+        from opsassist.sources.opensearch_logs import OpenSearchLogsError
+        from opsassist.stores import get_index_store
+
+        settings = get_settings()
+        with pytest.raises(OpenSearchLogsError, match=f"OpenSearch {dead} unreachable"):
+            signals.stage_ingest(
+                settings, "manual", "opensearch_logs", get_index_store(settings), airflow=True
+            )
+        assert dag.default_args["retries"] == 3
+        failed = dag.test()
+        states = {ti.task_id: ti.state for ti in failed.get_task_instances()}
+        assert states["ingest_opensearch_logs"] in ("up_for_retry", "failed"), states
+        assert states["ingest_kube"] == "success", states
+        assert checkpoint() == saved
+    finally:
+        client.indices.delete(index=f"{prefix}*", ignore_unavailable=True)
+        client.close()
+        cluster.close()
+        get_settings.cache_clear()
