@@ -224,6 +224,17 @@ def test_unreachable_node_is_a_clear_error_and_keeps_the_checkpoint(
     assert after["accepted"] == 50
 
 
+@pytest.mark.services
+def test_a_pattern_that_names_no_index_yet_reads_nothing(
+    os_client: Any, logs_prefix: str, log_settings: Settings
+) -> None:
+    store = EmbeddedIndexStore(log_settings.embedded_index_dir)
+    assert drain(log_settings, store)["accepted"] == 0  # no index yet: not an error
+    assert checkpoint_rows(log_settings) == []
+    bulk(os_client, f"{logs_prefix}logs-app-1", ecs_documents(10, dt.datetime.now(UTC), 5))
+    assert drain(log_settings, store)["accepted"] == 10
+
+
 # --- the same lines through Kafka -----------------------------------------------------------------
 @pytest.mark.services
 def test_same_lines_through_kafka_give_the_same_documents(

@@ -233,7 +233,7 @@ def finding_event(
 ) -> dict[str, Any]:
     """A finding as a ``core/v1`` Event object (what :func:`parse_event` reads)."""
     meta = _map(pod.get("metadata"))
-    namespace, name, uid = str(meta.get("namespace") or ""), str(meta.get("name") or "?"), ""
+    namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "?")
     uid = str(meta.get("uid") or name)
     digest = hashlib.sha1(f"{uid}\x1f{finding.key}\x1f{finding.signature}".encode()).hexdigest()
     when = finding.when or observed.strftime("%Y-%m-%dT%H:%M:%SZ")

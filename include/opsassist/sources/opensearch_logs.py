@@ -337,6 +337,14 @@ class OpenSearchLogsSource:
             ) from exc
 
     # --- scans ---------------------------------------------------------------------------------
+    def _matches(self, pattern: str) -> bool:
+        """Whether the pattern names any index, alias or data stream yet (a point in time on
+        nothing is refused: a pattern whose shipper has not written yet is simply empty)."""
+        found = self._call(
+            f"resolving {pattern}", lambda: self.client.indices.resolve_index(name=pattern)
+        )
+        return any(found.get(k) for k in ("indices", "aliases", "data_streams"))
+
     def _open(self, pattern: str) -> _Scan:
         watermark, next_seq = self.checkpoint.get(pattern)
         self._next.setdefault(pattern, next_seq)
@@ -406,6 +414,8 @@ class OpenSearchLogsSource:
                 break
             scan = self._scans.get(pattern)
             if scan is None:
+                if not self._matches(pattern):
+                    continue
                 scan = self._scans[pattern] = self._open(pattern)
             while len(out) < max_records and time.monotonic() < deadline:
                 hits = self._page(pattern, scan, min(self.page_size, max_records - len(out)))
