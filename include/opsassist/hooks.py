@@ -51,8 +51,9 @@ def _extra(extra: dict[str, Any], key: str) -> Any:
 def kube_api_client(conn_id: str) -> Any:
     """A Kubernetes ``ApiClient`` from an Airflow connection of the cncf-kubernetes provider's
     type (``in_cluster``, ``kube_config_path``, ``kube_config`` as JSON, ``cluster_context``,
-    ``disable_verify_ssl``), read field by field: the provider itself is not needed (its pins
-    of the kubernetes client do not fit the one the agent uses)."""
+    ``disable_verify_ssl``), read field by field: the provider itself is not installed (its
+    releases pin the kubernetes client to one major, e.g. 10.7 to ``>=32,<33``; the lock has
+    37.0.2 for the agent)."""
     import json
 
     from airflow.sdk import BaseHook
