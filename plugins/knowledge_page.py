@@ -34,6 +34,8 @@ button.go { border-color: #2f855a; color: #22543d; background: #f0fff4; }
 button:disabled { opacity: .5; cursor: not-allowed; }
 input[type=text] { font: inherit; padding: 2px 6px; width: 170px; }
 #result { margin: 8px 0; min-height: 1.4em; font-weight: 600; }
+#confirm:not(:empty) { margin: 8px 0; padding: 8px 10px; background: #fffaf0;
+                       border: 1px solid #f6ad55; border-radius: 4px; }
 """
 
 SCRIPT = """
@@ -49,16 +51,31 @@ async function post(url, body) {
   out.dataset.status = String(response.status);
   if (response.ok) { setTimeout(() => window.location.reload(), 1200); }
 }
+// Airflow's UI frames this page without allow-modals: window.confirm() is blocked there, so
+// a button asks in the page itself (Confirm / Cancel next to the result line)
+function ask(text, run) {
+  const box = document.getElementById('confirm');
+  const label = document.createElement('span');
+  label.textContent = text + ' ';
+  const yes = document.createElement('button');
+  yes.id = 'confirm-yes';
+  yes.className = 'danger';
+  yes.textContent = 'Confirm';
+  yes.onclick = () => { box.replaceChildren(); run(); };
+  const no = document.createElement('button');
+  no.textContent = 'Cancel';
+  no.onclick = () => box.replaceChildren();
+  box.replaceChildren(label, yes, ' ', no);
+  box.scrollIntoView({block: 'nearest'});
+}
 function rollback(alias, current) {
   const reason = document.getElementById('reason-' + alias).value;
-  if (!window.confirm('Roll ' + alias + ' back from ' + current + ' to the version before?')) {
-    return;
-  }
-  post('api/aliases/' + encodeURIComponent(alias) + '/rollback', {reason: reason});
+  ask('Roll ' + alias + ' back from ' + current + ' to the version before?', () =>
+    post('api/aliases/' + encodeURIComponent(alias) + '/rollback', {reason: reason}));
 }
 function decide(actionId, verb) {
-  if (!window.confirm(verb + ' ' + actionId + '?')) { return; }
-  post('api/actions/' + encodeURIComponent(actionId) + '/' + verb, {});
+  ask(verb.charAt(0).toUpperCase() + verb.slice(1) + ' ' + actionId + '?', () =>
+    post('api/actions/' + encodeURIComponent(actionId) + '/' + verb, {}));
 }
 """
 
@@ -173,7 +190,8 @@ def index_section(index: dict[str, Any], gate: dict[str, Any], can_operate: bool
         button = (
             f'<input type="text" id="reason-{_e(alias["alias"])}" placeholder="reason">'
             f' <button class="danger" id="rollback-{_e(alias["alias"])}"{disabled}{why}'
-            f" onclick=\"rollback('{_e(alias['alias'])}', '{_e(promoted)}')\">Roll back</button>"
+            f' data-alias="{_e(alias["alias"])}" data-version="{_e(promoted)}"'
+            ' onclick="rollback(this.dataset.alias, this.dataset.version)">Roll back</button>'
         )
         rows.append(
             f'<tr data-alias="{_e(alias["alias"])}"><td><b>{_e(alias["alias"])}</b></td>'
@@ -275,17 +293,17 @@ def actions_section(
             why = "" if can_operate else ' title="needs the operator role in Airflow"'
             decide = (
                 f'<button class="go" id="approve-{_e(a["id"])}"{disabled}{why} '
-                f"onclick=\"decide('{_e(a['id'])}', 'approve')\">Approve</button> "
+                f'data-action="{_e(a["id"])}" onclick="decide(this.dataset.action, '
+                "'approve')\">Approve</button> "
                 f'<button class="danger" id="reject-{_e(a["id"])}"{disabled}{why} '
-                f"onclick=\"decide('{_e(a['id'])}', 'reject')\">Reject</button>"
+                f'data-action="{_e(a["id"])}" onclick="decide(this.dataset.action, '
+                "'reject')\">Reject</button>"
             )
-        change = a.get("change") or {}
         rows.append(
             f'<tr data-action="{_e(a["id"])}"><td><code>{_e(a["id"])}</code></td>'
             f"<td>{_e(a['tool'])}<br><span class='muted'>"
             f"{_e(json.dumps(a.get('arguments') or {}, sort_keys=True))}</span></td>"
-            f"<td>{_e(change.get('describe') or change.get('kind') or '')}"
-            f"{_e(' ' + str(change.get('name'))) if change.get('name') else ''}</td>"
+            f"<td><code>{_e(a.get('change_text'))}</code></td>"
             f"<td>{_e(a['requested_by'])}<br><span class='muted'>{_e(a['question'][:120])}"
             f"</span></td><td>{_when(a['created_at'])}<br><span class='muted'>expires "
             f"{_when(a['expires_at'])}</span></td><td>{decide}</td></tr>"
@@ -295,6 +313,15 @@ def actions_section(
         "<th>decision</th></tr>"
     )
     return "".join(parts) + f'<table id="actions">{head}{"".join(rows)}</table>'
+
+
+def _cited(source: Any) -> str:
+    """A source the flagged answers cited: ``path#section (n bad)`` or as given."""
+    if not isinstance(source, dict):
+        return str(source)
+    section = f"#{source['section']}" if source.get("section") else ""
+    count = f" ({source['bad_count']} bad)" if source.get("bad_count") else ""
+    return f"{source.get('source', '')}{section}{count}"
 
 
 def feedback_section(feedback: dict[str, Any]) -> str:
@@ -308,7 +335,7 @@ def feedback_section(feedback: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{_e(f.get('question'))}</td><td>{_e(f.get('bad_count'))}</td>"
         f"<td>{_when(f.get('last_rated_at'))}</td><td><code>{_e(f.get('index_version'))}</code>"
-        f"</td><td>{_e(', '.join(map(str, f.get('sources') or [])))}</td></tr>"
+        f"</td><td>{_e(', '.join(_cited(c) for c in f.get('sources') or []))}</td></tr>"
         for f in feedback["flagged"]
     )
     head = (
@@ -330,7 +357,7 @@ def render(
     body = "".join(
         [
             f'<h1>Knowledge</h1><div class="who">{_e(user)} &middot; {rights}</div>',
-            '<div id="result" aria-live="polite"></div>',
+            '<div id="confirm"></div><div id="result" aria-live="polite"></div>',
             index_section(data["index"], data["gate"], can_operate),
             audit_section(data["index_audit"]),
             quarantine_section(data["quarantine"]),

@@ -6,7 +6,8 @@ CLI reads the same functions (``opsassist versions`` through ``index.lifecycle.v
 
 Every panel is read on its own: a part that is down (the index store, MLflow, the audit
 database) gives a panel with ``ok: False`` and a one-line ``error`` that names what is
-unavailable (never an address or a secret), and the other panels are still read.
+unavailable and the kind of error (no address, no secret; the log has the driver's message),
+and the other panels are still read.
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ GATE_TAGS = ("gate.decision", "gate.reason", "opsassist.run_id", "opsassist.corr
 
 
 def _failed(what: str, exc: BaseException) -> Panel:
-    """A panel that could not be read: what is unavailable and the error's kind (its first line
-    only: driver messages can hold host names, never credentials, but nothing more is needed)."""
+    """A panel that could not be read: what is unavailable and the error's kind. The message is
+    shown only for the library's own errors (written to name no address); a driver's (which
+    names hosts and ports) goes to the log only."""
     first = str(exc).splitlines()[0][:200] if str(exc) else ""
-    detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    log.warning("status panel unavailable", extra={"panel": what, "error": detail})
-    return {"ok": False, "error": f"{what} unavailable ({detail})"}
+    ours = type(exc).__module__.startswith("opsassist") or type(exc) is ConnectionError
+    shown = f"{type(exc).__name__}: {first}" if first and ours else type(exc).__name__
+    log.warning(
+        "status panel unavailable",
+        extra={"panel": what, "error": f"{type(exc).__name__}: {first}"},
+    )
+    return {"ok": False, "error": f"{what} unavailable ({shown})"}
 
 
 def _read(what: str, reader: Callable[[], Panel]) -> Panel:
@@ -103,12 +109,28 @@ def build_run(tags: dict[str, str]) -> dict[str, str | None]:
     return {"run_id": run_id or None, "dag_id": dag_id if rest and rest == run_id else None}
 
 
+def _check_server(uri: str, timeout: float = 3.0) -> None:
+    """A tracking server that does not answer fails at once (MLflow's own client retries a
+    refused connection for minutes, and the page waits for it)."""
+    import httpx
+
+    try:
+        httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ConnectionError(
+            f"the MLflow tracking server does not answer ({type(exc).__name__})"
+        ) from None
+
+
 def gate_runs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
     """The quality gate's MLflow runs, newest first: the version judged, the decision and its
     reason, the gated metrics (candidate and baseline), the build run, the MLflow page."""
     from opsassist.evaluation.gate import gated_keys
     from opsassist.evaluation.tracking import client, experiment_name
 
+    uri = settings.mlflow_tracking_uri.get_secret_value().strip()
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     mlflow = client(settings)
     experiment = mlflow.get_experiment_by_name(experiment_name(settings, GATE_SET))
     if experiment is None:

@@ -7,7 +7,7 @@ AIRFLOW_HOME, 127.0.0.1 only), started once for this module.
   empty disables Trigger), then the form's payload sent to the API server's trigger endpoint.
 * Task logs: a runbooks_index run executed by the scheduler; its task log read through the REST
   API has the library's records at their level (INFO), with their fields and correlation id.
-* The browser (Debian's Chromium driven headless by Playwright, as tests/e2e/test_open_webui.py:
+* The browser (Debian's Chromium driven headless by Playwright through tests/e2e/browser.py:
   Playwright lives in Open WebUI's venv, ``playwright install`` is never run): log in, open the
   trigger form of runbooks_index (Trigger enabled with the defaults), trigger it, wait for the
   run to succeed, open a task log and find the INFO lines. Screenshots in
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import inspect
 import json
 import os
 import re
@@ -38,7 +37,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, free_port, runbook_corpus
-from tests.e2e.test_open_webui import CHROMIUM, CHROMIUM_ARGS, WEBUI_PYTHON
+from tests.e2e.browser import in_browser, launch
 
 pytestmark = pytest.mark.slow
 
@@ -232,15 +231,8 @@ def browse(request: dict[str, Any]) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="opsassist-chromium-") as profile,
         sync_playwright() as playwright,
     ):
-        context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=request["chromium"],
-            args=request["args"],
-            headless=True,
-            viewport={"width": 1400, "height": 1150},  # the whole trigger form, its button too
-            locale="en-US",
-            timezone_id="UTC",
-        )
+        # the whole trigger form, its button too
+        context = launch(playwright, profile, request, viewport={"width": 1400, "height": 1150})
         try:
             page = context.pages[0] if context.pages else context.new_page()
             page.set_default_timeout(120_000)
@@ -286,26 +278,10 @@ def browse(request: dict[str, Any]) -> dict[str, Any]:
     return seen
 
 
-BROWSER_MAIN = """
-import json, sys
-request = json.loads(sys.stdin.read())
-result = browse(request)
-with open(request["out"], "w") as handle:
-    json.dump(result, handle)
-"""
-
-
-def in_browser(request: dict[str, Any], out: Path) -> dict[str, Any]:
-    source = "from __future__ import annotations\n" + inspect.getsource(browse) + BROWSER_MAIN
-    run = subprocess.run(
-        [str(WEBUI_PYTHON), "-c", source],
-        input=json.dumps({**request, "out": str(out)}),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
-    return dict(json.loads(out.read_text()))
+def browser(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    run, seen = in_browser(browse, request, workdir)
+    assert seen is not None, f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    return seen
 
 
 def test_browser_triggers_runbooks_index_and_shows_info_logs(
@@ -315,14 +291,12 @@ def test_browser_triggers_runbooks_index_and_shows_info_logs(
     request = {
         "base": airflow.base,
         "password": airflow.password,
-        "chromium": CHROMIUM,
-        "args": CHROMIUM_ARGS,
         "shots": {
             "trigger": str(ARTIFACTS / "airflow-trigger-form.png"),
             "log": str(ARTIFACTS / "airflow-task-log.png"),
         },
     }
-    form = in_browser({**request, "step": "trigger"}, tmp_path / "trigger.json")
+    form = browser({**request, "step": "trigger"}, tmp_path)
     # the form: Trigger enabled with the defaults, the DAG unpaused by the same click
     assert form["trigger_enabled"], form["form_text"]
     assert form["unpause_offered"] and "This field is required" not in form["form_text"]
@@ -358,7 +332,7 @@ def test_browser_triggers_runbooks_index_and_shows_info_logs(
             ("info", 4, "opsassist.pipelines.runbooks")
         ]
 
-    page = in_browser({**request, "step": "log", "run_id": run_id}, tmp_path / "log.json")
+    page = browser({**request, "step": "log", "run_id": run_id}, tmp_path)
     print("browser timings (s):", form["timings"], page["timings"])
     assert "Success" in page["run_page_text"]
     # the task log page: the library's record as INFO, its fields and correlation id beside it

@@ -9,10 +9,10 @@ answer's DOM and text), never the API. Each case leaves a screenshot in
 var/test-artifacts/open-webui-<case>.png.
 
 Playwright is installed in Open WebUI's venv (serving/open_webui/requirements.lock), not in the
-project's: the browser part (``browse``, standard library and Playwright only, so its source
-can be handed to that venv's ``python -c``) gets its request on stdin and writes what the page
-shows to a JSON file. Its Chromium is Debian's /usr/bin/chromium (``scripts/open-webui
-browser``); ``playwright install`` is never run.
+project's: the browser part (``browse``, standard library and Playwright only) runs there
+through tests/e2e/browser.py (``in_browser``, with the e2e tests' one Chromium ``launch``). Its
+Chromium is Debian's /usr/bin/chromium (``scripts/open-webui browser``); ``playwright install``
+is never run.
 
 A case is a question, the backend it goes to and what the page must show (``CASES``): add one
 there.
@@ -21,7 +21,6 @@ there.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -39,24 +38,13 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, free_port
+from tests.e2e.browser import in_browser, launch
 from tests.e2e.chat_fixtures import chat_server, indexed_env
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "scripts" / "open-webui"
-WEBUI_PYTHON = Path(os.environ.get("OPSASSIST_WEBUI_VENV", ROOT / ".venv-webui")) / "bin" / "python"
 ARTIFACTS = ROOT / "var" / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TARGET = "kubernetes/KubePodCrashLooping.md"
 COMMAND = "kubectl -n $NAMESPACE describe pod $POD"
 MODEL = "opsassist"
@@ -93,15 +81,7 @@ def browse(request: dict[str, Any]) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="opsassist-chromium-") as profile,
         sync_playwright() as playwright,
     ):
-        context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=request["chromium"],
-            args=request["args"],
-            headless=True,
-            viewport={"width": 1280, "height": 900},
-            locale="en-US",
-            timezone_id="UTC",
-        )
+        context = launch(playwright, profile, request, viewport={"width": 1280, "height": 900})
         try:
             page = context.pages[0] if context.pages else context.new_page()
             page.on("request", lambda r: None if loopback(r.url) else external.append(r.url))
@@ -223,47 +203,24 @@ def browse(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-BROWSER_MAIN = """
-import json, sys
-request = json.load(sys.stdin)
-result = browse(request)
-with open(request["result"], "w", encoding="utf-8") as out:
-    json.dump(result, out)
-"""
-
-
 def ask_in_browser(
     base: str, question: str, screenshot: Path, workdir: Path, visible: list[str]
 ) -> dict[str, Any]:
     """Runs ``browse`` in Open WebUI's venv (where Playwright is) and returns its result."""
-    result = workdir / f"browse-{uuid.uuid4().hex[:8]}.json"
     request = {
         "base": base,
         "model": MODEL,
         "question": question,
-        "chromium": CHROMIUM,
-        "args": CHROMIUM_ARGS,
         "screenshot": str(screenshot),
         "visible": visible,
         "answer_timeout_ms": ANSWER_TIMEOUT_S * 1000,
-        "result": str(result),
     }
-    source = "from __future__ import annotations\n" + inspect.getsource(browse) + BROWSER_MAIN
-    run = subprocess.run(
-        [str(WEBUI_PYTHON), "-c", source],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=ANSWER_TIMEOUT_S + 240,
-        check=False,
-        cwd=workdir,
-    )
-    if run.returncode != 0 or not result.exists():
+    run, rendered = in_browser(browse, request, workdir, timeout=ANSWER_TIMEOUT_S + 240)
+    if rendered is None:
         pytest.fail(
             f"the browser run failed (exit {run.returncode}); screenshot, if any: {screenshot}\n"
             f"{run.stdout[-3000:]}\n{run.stderr[-6000:]}"
         )
-    rendered: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
     return rendered
 
 
