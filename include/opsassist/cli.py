@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from opsassist.logs import configure_logging, correlation_scope
+from opsassist.progress import terminal
 from opsassist.settings import Settings, get_settings, settings_table_markdown
 
 if TYPE_CHECKING:
@@ -77,22 +77,9 @@ def index_runbooks(
             from opsassist.stores import get_cache, get_index_store
 
             root = sync_runbooks(settings, path)
-            with Progress(
-                TextColumn("[bold]embedding[/bold]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-                disable=json_output or not console.is_terminal,
-            ) as bar:
-                task = bar.add_task("embed", total=None)
-
-                def progress(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
-
+            with terminal(None if json_output else console):  # progress bars in a terminal
                 summary = run_pipeline(
-                    settings, root, get_index_store(settings), get_cache(settings), run_id, progress
+                    settings, root, get_index_store(settings), get_cache(settings), run_id
                 )
         except Exception as exc:
             raise _fail(exc) from exc
@@ -135,14 +122,15 @@ def index_postmortems(
             from opsassist.stores import get_cache, get_index_store
 
             root = sync_postmortems(settings, path)
-            summary = run_pipeline(
-                settings,
-                root,
-                get_index_store(settings),
-                get_cache(settings),
-                run_id,
-                corpus=POSTMORTEMS,
-            )
+            with terminal(None if json_output else console):
+                summary = run_pipeline(
+                    settings,
+                    root,
+                    get_index_store(settings),
+                    get_cache(settings),
+                    run_id,
+                    corpus=POSTMORTEMS,
+                )
         except Exception as exc:
             raise _fail(exc) from exc
     if json_output:
@@ -289,7 +277,8 @@ def eval_command(
             from opsassist.evaluation.service import evaluate_set, resolve_index
 
             version = resolve_index(settings, set_name, index)
-            result = evaluate_set(settings, set_name, version, log_to_mlflow=mlflow)
+            with terminal(None if json_output else console):
+                result = evaluate_set(settings, set_name, version, log_to_mlflow=mlflow)
         except Exception as exc:
             raise _fail(exc) from exc
     if json_output:

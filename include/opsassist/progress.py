@@ -3,8 +3,9 @@
 ``progress(what, total)`` is a context manager yielding a :class:`Tracker`; the step calls
 ``tracker.update(done, total)`` (or ``tracker.advance(n)``) as it goes:
 
-- in a terminal (the CLI with a console whose output is a TTY): a rich progress bar (count,
-  elapsed time), gone when the step ends;
+- in a terminal (a console whose output is a TTY, given as ``console`` or, for library steps
+  the CLI calls, set around the command with :func:`terminal`): a rich progress bar (count,
+  elapsed time, time left), gone when the step ends;
 - everywhere else (DAG tasks, CI, pipes, ``--json``): log lines at INFO on the given logger with
   the counts and the rate, at most one every ``every_seconds`` plus one at the end, e.g.
   ``embedding chunks: 128/419 (30.5%), 12.3/s, 10.4 s elapsed, ~23.7 s left`` with the same
@@ -17,6 +18,7 @@ Nothing heavy is imported: rich only when a bar is shown.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,20 @@ from typing import Any
 
 DEFAULT_EVERY_SECONDS = 10.0
 ProgressCallback = Callable[[int, int], None]
+_terminal: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "opsassist_progress_console", default=None
+)
+
+
+@contextlib.contextmanager
+def terminal(console: Any) -> Iterator[None]:
+    """Show the progress of library steps run inside this block as bars on ``console`` (when
+    it is a terminal); ``None`` keeps them as log lines."""
+    token = _terminal.set(console)
+    try:
+        yield
+    finally:
+        _terminal.reset(token)
 
 
 class Tracker:
@@ -118,9 +134,10 @@ def progress(
     every_seconds: float = DEFAULT_EVERY_SECONDS,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[Tracker]:
-    """Track one long step: a rich bar on ``console`` when it is a terminal, else log lines on
-    ``logger`` (counts and rate; none when ``logger`` is None). The final line is written when
-    the block ends without an error."""
+    """Track one long step: a rich bar on ``console`` (default: the one :func:`terminal` set)
+    when it is a terminal, else log lines on ``logger`` (counts and rate; none when ``logger`` is
+    None). The final line is written when the block ends without an error."""
+    console = console if console is not None else _terminal.get()
     if console is not None and getattr(console, "is_terminal", False):
         from rich.progress import (
             BarColumn,

@@ -741,9 +741,6 @@ class Settings(BaseSettings):
         "to an answer to the same question asked this close to the rated message's time "
         "(fallback); none: the rating is dead-lettered as unjoined.",
     )
-    feedback_flag_min_bad: int = Field(
-        default=3, ge=1, description="A question rated bad this many times is flagged."
-    )
 
     # --- logging --------------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Root log level.")

@@ -158,3 +158,35 @@ def test_progress_logs_counts_and_rate(caplog: pytest.LogCaptureFixture) -> None
     assert lines[-1].progress_final is True  # type: ignore[attr-defined]
     assert lines[0].getMessage() == "embedding: 30/100 (30.0%), 12.0/s, 2.5 s elapsed, ~5.8 s left"
     assert lines[-1].progress_rate == pytest.approx(100 / 6, abs=0.01)  # type: ignore[attr-defined]
+
+
+def test_progress_draws_a_bar_in_a_terminal_instead_of_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from opsassist.progress import terminal
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    logger = logging.getLogger("opsassist.test.bar")
+    with (
+        caplog.at_level(logging.INFO, logger="opsassist.test.bar"),
+        terminal(console),
+        progress("embedding chunks", 10, logger=logger, every_seconds=0.0) as tracker,
+    ):
+        for done in range(1, 11):
+            tracker.update(done)
+    assert "embedding chunks" in out.getvalue() and "10/10" in out.getvalue()
+    assert not [r for r in caplog.records if r.name == "opsassist.test.bar"]
+    plain = io.StringIO()  # a console that is not a terminal (CI, a pipe): log lines instead
+    with (
+        caplog.at_level(logging.INFO, logger="opsassist.test.bar"),
+        terminal(Console(file=plain, force_terminal=False)),
+        progress("embedding chunks", 10, logger=logger, every_seconds=0.0) as tracker,
+    ):
+        tracker.update(10)
+    assert plain.getvalue() == ""
+    assert [r.progress_done for r in caplog.records if r.name == "opsassist.test.bar"] == [10, 10]  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,10 @@ from opsassist.evaluation.metrics import (
     question_scores,
 )
 from opsassist.index.base import FusionConfig, IndexStore, Query, SearchMode, hybrid_search
+from opsassist.logs import get_logger
+from opsassist.progress import progress
+
+log = get_logger(__name__)
 
 MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "vector")
 CHUNK_DEPTH = 50  # chunks fetched per question: enough to fill the top 10 distinct documents
@@ -110,10 +114,12 @@ def embed_questions(
     if items:
         embed_query(items[0].question, model, device)  # warm-up: model load is not latency
     vectors: dict[str, QueryVector] = {}
-    for item in items:
-        start = time.perf_counter()
-        vector = embed_query(item.question, model, device)
-        vectors[item.id] = QueryVector(vector, (time.perf_counter() - start) * 1000)
+    with progress("questions embedded", len(items), logger=log) as tracker:
+        for item in items:
+            start = time.perf_counter()
+            vector = embed_query(item.question, model, device)
+            vectors[item.id] = QueryVector(vector, (time.perf_counter() - start) * 1000)
+            tracker.advance()
     return vectors
 
 
@@ -126,39 +132,55 @@ def run_questions(
     modes: Sequence[SearchMode] = MODES,
 ) -> list[QuestionResult]:
     results: list[QuestionResult] = []
-    for mode in modes:
-        for applicable in items:
-            item = applicable.item
-            query_vector = vectors[item.id]
-            query = Query(
-                text=item.question,
-                vector=None if mode == "bm25" else query_vector.vector,
-                k=CHUNK_DEPTH,
-                mode=mode,
-            )
-            start = time.perf_counter()
-            hits = hybrid_search(store, version, query, fusion)
-            elapsed = (time.perf_counter() - start) * 1000
-            if mode != "bm25":
-                elapsed += query_vector.embed_ms
-            ranking = dedupe_sources(hit.source for hit in hits)
-            results.append(
-                QuestionResult(
-                    item_id=item.id,
-                    question=item.question,
-                    language=item.language,
-                    kind=item.kind,
-                    mode=mode,
-                    version=version,
-                    relevant=tuple(sorted(applicable.relevant)),
-                    ranking=tuple(ranking[:CUTOFF]),
-                    first_relevant_rank=first_relevant_rank(ranking, applicable.relevant),
-                    latency_ms=elapsed,
-                    scores=question_scores(ranking, applicable.relevant),
-                    split=item.split,
-                )
-            )
+    with progress("questions searched", len(items) * len(modes), logger=log) as tracker:
+        for mode in modes:
+            _search_mode(store, version, items, vectors, fusion, mode, results, tracker.advance)
     return results
+
+
+def _search_mode(
+    store: IndexStore,
+    version: str,
+    items: Sequence[ApplicableItem],
+    vectors: dict[str, QueryVector],
+    fusion: FusionConfig,
+    mode: SearchMode,
+    results: list[QuestionResult],
+    advance: Callable[[], None],
+) -> None:
+    """Every question in one mode, appended to ``results``."""
+    for applicable in items:
+        item = applicable.item
+        query_vector = vectors[item.id]
+        query = Query(
+            text=item.question,
+            vector=None if mode == "bm25" else query_vector.vector,
+            k=CHUNK_DEPTH,
+            mode=mode,
+        )
+        start = time.perf_counter()
+        hits = hybrid_search(store, version, query, fusion)
+        elapsed = (time.perf_counter() - start) * 1000
+        if mode != "bm25":
+            elapsed += query_vector.embed_ms
+        ranking = dedupe_sources(hit.source for hit in hits)
+        results.append(
+            QuestionResult(
+                item_id=item.id,
+                question=item.question,
+                language=item.language,
+                kind=item.kind,
+                mode=mode,
+                version=version,
+                relevant=tuple(sorted(applicable.relevant)),
+                ranking=tuple(ranking[:CUTOFF]),
+                first_relevant_rank=first_relevant_rank(ranking, applicable.relevant),
+                latency_ms=elapsed,
+                scores=question_scores(ranking, applicable.relevant),
+                split=item.split,
+            )
+        )
+        advance()
 
 
 def summarize(results: Sequence[QuestionResult], prefix: str = "") -> dict[str, float]:

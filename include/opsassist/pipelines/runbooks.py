@@ -243,21 +243,27 @@ def plan_changes(
 def embed_chunks(
     chunks: Sequence[Chunk], settings: Settings, progress: Progress | None = None
 ) -> list[Chunk]:
-    """Embed chunk texts in batches; returns copies carrying their vectors."""
+    """Embed chunk texts in batches; returns copies carrying their vectors. Progress goes through
+    :mod:`opsassist.progress` (a bar in the CLI's terminal, log lines with counts and rate in a
+    DAG task) and to ``progress`` if given."""
+    from opsassist.progress import progress as track
+
     out: list[Chunk] = []
     batch = max(1, settings.embedding_batch_size) * 8  # encode() batches inside; this bounds memory
-    for start in range(0, len(chunks), batch):
-        part = chunks[start : start + batch]
-        vectors = embed_texts(
-            [c.text for c in part],
-            settings.embedding_model,
-            settings.embedding_batch_size,
-            settings.embedding_device,
-        )
-        for chunk, vector in zip(part, vectors, strict=True):
-            out.append(dataclasses.replace(chunk, vector=vector.tolist()))
-        if progress:
-            progress(len(out), len(chunks))
+    with track("embedding chunks", len(chunks), logger=log) as tracker:
+        for start in range(0, len(chunks), batch):
+            part = chunks[start : start + batch]
+            vectors = embed_texts(
+                [c.text for c in part],
+                settings.embedding_model,
+                settings.embedding_batch_size,
+                settings.embedding_device,
+            )
+            for chunk, vector in zip(part, vectors, strict=True):
+                out.append(dataclasses.replace(chunk, vector=vector.tolist()))
+            tracker.update(len(out), len(chunks))
+            if progress:
+                progress(len(out), len(chunks))
     log.info("chunks embedded", extra={"embedded": len(out)})
     return out
 
