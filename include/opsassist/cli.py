@@ -163,6 +163,9 @@ def search_command(
 ) -> None:
     """Hybrid search over an index."""
     settings = _setup()
+    from opsassist.lazy_imports import defer_package_init
+
+    defer_package_init("lance_namespace_urllib3_client")  # LanceDB's REST client: not used here
     with correlation_scope():
         try:
             from opsassist.index.base import Filters

@@ -166,3 +166,36 @@ def test_search_imports_no_torch_and_finds_the_runbook(data_dir: Path, tmp_path:
     imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", done.stderr, re.MULTILINE)
     assert "onnxruntime" in imported and "lancedb" in imported  # both halves were measured
     assert not [m for m in imported if m.split(".")[0] in HEAVY]
+    # LanceDB's REST namespace client: its models load, its API classes (its __init__) do not
+    assert "lance_namespace_urllib3_client.models" in imported
+    assert "lance_namespace_urllib3_client.api.table_api" not in imported
+
+
+def test_a_deferred_package_init_runs_at_the_first_attribute_it_defines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opsassist.lazy_imports import defer_package_init
+
+    name = f"deferred_pkg_{os.getpid()}"
+    package = tmp_path / name
+    package.mkdir()
+    (tmp_path / "runs.txt").write_text("")
+    (package / "__init__.py").write_text(
+        f"open({str(tmp_path / 'runs.txt')!r}, 'a').write('init ')\n"
+        f"from {name}.api import Client\nVALUE = 42\n"
+    )
+    (package / "api.py").write_text("class Client: pass\n")
+    (package / "models.py").write_text("class Model: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    defer_package_init(name)
+    models = __import__(f"{name}.models", fromlist=["Model"])  # a submodule: no __init__ yet
+    assert models.Model.__name__ == "Model"
+    assert (tmp_path / "runs.txt").read_text() == ""
+    package_module = sys.modules[name]
+    assert package_module.VALUE == 42  # the package's own attribute: its __init__ runs now
+    assert package_module.Client.__name__ == "Client"
+    assert (tmp_path / "runs.txt").read_text() == "init "  # once
+    with pytest.raises(AttributeError):
+        _ = package_module.missing
+    for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+        monkeypatch.delitem(sys.modules, module)
