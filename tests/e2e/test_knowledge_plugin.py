@@ -8,7 +8,8 @@ Airflow (v2, promoted by the quality gate: its "built by" links to the DAG run),
 by the CLI that the gate refuses (a runbook's text replaced: retrieval regresses) with a broken
 file quarantined; signals ingested from a spool folder with malformed lines (dead letters); two
 pending agent actions written to the real PostgreSQL action table (the chat's agent proposes
-them after a Kubernetes dry-run, which needs a cluster: the only shortcut here).
+them after a Kubernetes dry-run, which needs a cluster: the only shortcut here); a question
+rated bad three times (Open WebUI export entries through the feedback loop's parse and append).
 
 Then, through the API server: the plugin is listed with its nav view; its JSON shows all of the
 above; viewer and user are refused (403) on rollback, approve and reject, and nothing changes;
@@ -58,6 +59,7 @@ GARBLED = "kubernetes/KubePodCrashLooping.md"
 USERS = {"admin": "admin", "operator": "op", "usr": "user", "viewer": "viewer"}
 RUN_TIMEOUT_S = 1500
 CORRELATION = "e2e-knowledge"  # the pending actions this module writes
+FLAGGED = "why does etcd have no leader?"  # rated bad three times
 
 
 @dataclass
@@ -257,6 +259,10 @@ def knowledge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Knowledge]:
         assert "quality gate refused" in refused.stderr, refused.stderr[-3000:]
 
         ingest_signals(env, root / "spool")
+        from opsassist.settings import Settings
+        from tests.integration.test_platform_status import rate
+
+        rate(Settings(data_dir=data_dir), FLAGGED, ["bad", "bad", "bad"], state.versions[1])
         expire_earlier_runs_actions(dsn)
         state.actions = [pending_action(dsn, "alice"), pending_action(dsn, "bob")]
         yield state
@@ -278,6 +284,12 @@ def test_plugin_is_listed_and_shows_the_platform_through_the_api_server(
             "nav",
         )
         assert api.get("/api/v2/plugins/importErrors").json()["total_entries"] == 0
+        timings = []
+        for _ in range(3):  # the first request imports MLflow and LanceDB in the API server
+            started = time.monotonic()
+            assert api.get("/knowledge/").status_code == 200
+            timings.append(round(time.monotonic() - started, 2))
+        print("page load (s), first and warm:", timings)
         answer = api.get("/knowledge/api/status")
         assert answer.status_code == 200, answer.text
         data = answer.json()
@@ -305,7 +317,8 @@ def test_plugin_is_listed_and_shows_the_platform_through_the_api_server(
     assert spool["freshness_p95_s"] is not None and spool["age_s"] is not None
     pending = {a["id"] for a in data["actions"]["pending"]}
     assert set(knowledge.actions) <= pending
-    assert data["feedback"]["ok"]
+    (flagged,) = data["feedback"]["flagged"]
+    assert (flagged["question"], flagged["bad_count"], flagged["index_version"]) == (FLAGGED, 3, v2)
 
 
 @pytest.mark.parametrize("user", ["viewer", "usr"])
@@ -426,6 +439,7 @@ def test_operator_sees_the_page_in_the_airflow_ui_and_rolls_back(
         "invalid json",
         *knowledge.actions,
         "PATCH deployments payments/checkout",
+        FLAGGED,
         "operator",
     ):
         assert shown in text, f"{shown!r} not on the page:\n{text}"

@@ -248,3 +248,51 @@ def test_a_part_that_is_down_is_named_and_the_rest_is_read(settings: Settings) -
         assert str(closed) not in snap[panel]["error"], snap[panel]["error"]
     assert snap["quarantine"]["ok"] and snap["quarantine"]["entries"][0]["source"] == "x.md"
     assert snap["signals"]["ok"] and snap["index_audit"]["ok"]
+
+
+def rate(
+    settings: Settings, question: str, verdicts: list[str], version: str = "runbooks-v0001"
+) -> None:
+    """Ratings of answers to ``question`` appended to the feedback set by the feedback loop's own
+    functions (an Open WebUI export entry parsed, joined to its logged answer by message id)."""
+    from opsassist.chat.answerlog import AnswerRecord
+    from opsassist.feedback import append_items, parse_rating, to_item
+
+    items = []
+    for n, verdict in enumerate(verdicts):
+        message = f"msg-{secrets.token_hex(4)}"
+        raw = {
+            "id": f"fb-{secrets.token_hex(4)}",
+            "type": "rating",
+            "updated_at": 1_796_000_000 + n,
+            "data": {"rating": -1 if verdict == "bad" else 1, "reason": "wrong runbook"},
+            "meta": {"message_id": message, "chat_id": "chat-1"},
+        }
+        answer = AnswerRecord(
+            id=f"chatcmpl-{n}",
+            at=dt.datetime.now(dt.UTC),
+            correlation_id=f"req-{n}",
+            question=question,
+            sources=[{"source": "etcd/etcdNoLeader.md", "section": "Meaning"}],
+            index_version=version,
+            webui_message_id=message,
+        )
+        items.append(to_item(parse_rating(raw), answer, "message_id"))
+    append_items(settings, items)
+
+
+def test_a_question_rated_bad_three_times_is_flagged(settings: Settings) -> None:
+    assert status.feedback_panel(settings) == {
+        "ok": True,
+        "error": None,
+        "configured": True,
+        "flagged": [],
+    }
+    rate(settings, "why does etcd have no leader?", ["bad", "bad", "good", "bad"])
+    rate(settings, "how do I drain a node?", ["bad", "bad"])  # twice: not flagged
+    (flagged,) = status.feedback_panel(settings)["flagged"]
+    assert (flagged["question"], flagged["bad_count"]) == ("why does etcd have no leader?", 3)
+    assert flagged["index_version"] == "runbooks-v0001"
+    assert flagged["sources"] == [
+        {"source": "etcd/etcdNoLeader.md", "section": "Meaning", "bad_count": 3}
+    ]
