@@ -190,3 +190,36 @@ def test_progress_draws_a_bar_in_a_terminal_instead_of_log_lines(
         tracker.update(10)
     assert plain.getvalue() == ""
     assert [r.progress_done for r in caplog.records if r.name == "opsassist.test.bar"] == [10, 10]  # type: ignore[attr-defined]
+
+
+def test_answer_log_falls_back_to_jsonl_and_stops_trying_a_database_that_is_down(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL on a port with nothing listening (a real "down"): the record goes to the JSONL
+    file, the next one too without a new connection attempt, and the readers find both."""
+    import socket
+    import time
+
+    from opsassist.chat.answerlog import AnswerLog, answers_between, answers_by_message
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dsn = f"postgresql://opsassist:opsassist@127.0.0.1:{port}/opsassist"
+    settings = Settings(data_dir=tmp_path / "data", audit_dsn="")  # the readers: file only
+    answers = AnswerLog(dsn, tmp_path / "data" / "answers" / "answers.jsonl", retry_seconds=60)
+    at = dt.datetime(2027, 1, 15, 10, 0, tzinfo=dt.UTC)
+    first = answer("pod keeps restarting?", "runbooks-v0001", ["k/A.md"], at)
+    first.webui_message_id = "m-1"
+    assert answers.record(first) == "jsonl"
+    tried_at = answers._down_until
+    assert tried_at > time.monotonic() + 50
+    second = answer("etcd has no leader", "runbooks-v0001", ["e/B.md"], at)
+    assert answers.record(second) == "jsonl"
+    assert answers._down_until == tried_at  # not tried again
+    found = answers_by_message(settings, ["m-1", "unknown"])
+    assert list(found) == ["m-1"] and found["m-1"].sources == first.sources
+    window = answers_between(settings, at - dt.timedelta(minutes=1), at + dt.timedelta(minutes=1))
+    assert sorted(r.question for r in window) == ["etcd has no leader", "pod keeps restarting?"]
+    (tmp_path / "data" / "answers" / "answers.jsonl").open("a").write('{"torn": ')  # killed writer
+    assert len(answers_between(settings, at, at)) == 2

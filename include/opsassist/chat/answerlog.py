@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,13 +151,17 @@ def jsonl_path(settings: Settings) -> Path:
 
 class AnswerLog:
     """Writes records to PostgreSQL (one connection, reopened after an error) or, with an empty
-    DSN or on a failed write, to the JSON-lines file. Thread-safe."""
+    DSN or on a failed write, to the JSON-lines file. After a failed write PostgreSQL is not
+    tried again for ``retry_seconds`` (an unreachable host would otherwise hold a worker thread
+    for the connect timeout on every answer). Thread-safe."""
 
-    def __init__(self, dsn: str, fallback: Path) -> None:
+    def __init__(self, dsn: str, fallback: Path, retry_seconds: float = 30.0) -> None:
         self.dsn = dsn
         self.fallback = fallback
+        self.retry_seconds = retry_seconds
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._down_until = 0.0  # time.monotonic() before which PostgreSQL is not tried
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AnswerLog:
@@ -178,15 +183,20 @@ class AnswerLog:
     def record(self, record: AnswerRecord) -> str:
         """Store one record; returns where it went (``postgres`` or ``jsonl``)."""
         with self._lock:
-            if self.dsn:
+            if self.dsn and time.monotonic() >= self._down_until:
                 try:
                     self._insert(record)
                     return "postgres"
                 except Exception as exc:
                     self.close()
+                    self._down_until = time.monotonic() + self.retry_seconds
                     log.warning(
-                        "answer log: PostgreSQL write failed, record kept in the JSONL file",
-                        extra={"answer_id": record.id, "error": type(exc).__name__},
+                        "answer log: PostgreSQL write failed, records go to the JSONL file",
+                        extra={
+                            "answer_id": record.id,
+                            "error": type(exc).__name__,
+                            "retry_in_s": self.retry_seconds,
+                        },
                     )
             self._append(record)
             return "jsonl"
