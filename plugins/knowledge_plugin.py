@@ -171,9 +171,18 @@ def _operator(user: Any) -> Any:
     return principal(user)
 
 
+def correlation(request: Request) -> Any:
+    """The request's correlation id (``X-Request-ID``, else a new one) for the library's logs and
+    audit rows."""
+    from opsassist.logs import correlation_scope, new_correlation_id
+
+    return correlation_scope(request.headers.get("x-request-id") or new_correlation_id())
+
+
 @app.post("/api/aliases/{alias}/rollback", dependencies=[Depends(require_json)])
 def rollback(
     alias: str,
+    request: Request,
     user: Viewer,
     reason: Annotated[str, Body(embed=True, max_length=500)] = "",
 ) -> JSONResponse:
@@ -183,7 +192,8 @@ def rollback(
 
     who = _operator(user)
     try:
-        record = roll_back(settings(), alias, f"airflow:{who.user}", reason)
+        with correlation(request):
+            record = roll_back(settings(), alias, f"airflow:{who.user}", reason)
     except KeyError as exc:
         raise HTTPException(404, str(exc.args[0])) from exc
     except RollbackError as exc:
@@ -193,14 +203,15 @@ def rollback(
     return JSONResponse(record)
 
 
-def _decide(action_id: str, user: Any, approve: bool) -> JSONResponse:
+def _decide(action_id: str, request: Request, user: Any, approve: bool) -> JSONResponse:
     from opsassist.agent.store import AuditStoreUnavailable
     from opsassist.platform_status import decide_action
 
     allowed = may_operate(user)
     try:
         # a viewer goes through the library too: its refusal is audited like the chat's
-        reply = decide_action(settings(), action_id, principal(user), approve)
+        with correlation(request):
+            reply = decide_action(settings(), action_id, principal(user), approve)
     except AuditStoreUnavailable as exc:
         if not allowed:
             raise HTTPException(403, f"{user.get_name()} may not decide on actions") from exc
@@ -213,13 +224,13 @@ def _decide(action_id: str, user: Any, approve: bool) -> JSONResponse:
 
 
 @app.post("/api/actions/{action_id}/approve", dependencies=[Depends(require_json)])
-def approve(action_id: str, user: Viewer) -> JSONResponse:
-    return _decide(action_id, user, approve=True)
+def approve(action_id: str, request: Request, user: Viewer) -> JSONResponse:
+    return _decide(action_id, request, user, approve=True)
 
 
 @app.post("/api/actions/{action_id}/reject", dependencies=[Depends(require_json)])
-def reject(action_id: str, user: Viewer) -> JSONResponse:
-    return _decide(action_id, user, approve=False)
+def reject(action_id: str, request: Request, user: Viewer) -> JSONResponse:
+    return _decide(action_id, request, user, approve=False)
 
 
 class KnowledgePlugin(AirflowPlugin):

@@ -467,6 +467,7 @@ def test_operator_sees_the_page_in_the_airflow_ui_and_rolls_back(
         v1,
     )
     assert (record["actor"], record["reason"]) == ("airflow:operator", reason)
+    assert record["correlation_id"] not in ("", "-")  # the plugin request's own
     assert "airflow:operator" in seen["after_text"] and reason in seen["after_text"]
     versions = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "opsassist"), "versions"],
@@ -491,7 +492,11 @@ def test_operator_rejects_and_admin_approves_pending_actions(knowledge: Knowledg
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert unsafe.status_code == 415  # a cross-site form cannot press the button
-        rejected = api.post(f"/knowledge/api/actions/{to_reject}/reject", json={})
+        rejected = api.post(
+            f"/knowledge/api/actions/{to_reject}/reject",
+            json={},
+            headers={"X-Request-ID": "req-knowledge-reject"},
+        )
         assert rejected.status_code == 200, rejected.text
         assert rejected.json()["text"].startswith(f"Rejected {to_reject}")
         again = api.post(f"/knowledge/api/actions/{to_reject}/approve", json={})
@@ -515,6 +520,13 @@ def test_operator_rejects_and_admin_approves_pending_actions(knowledge: Knowledg
         api.delete(f"/api/v2/dags/ops_action/dagRuns/{quote(row.dag_run_id, safe='')}")
         pending = {a["id"] for a in api.get("/knowledge/api/status").json()["actions"]["pending"]}
     assert not pending & {to_reject, to_approve}
+    (decided,) = [r for r in store.audit_rows(action_id=to_reject) if r["event"] == "rejection"]
+    assert (decided["actor"], decided["role"], decided["result"]) == (
+        "operator",
+        "operator",
+        {"via": "airflow-plugin"},
+    )
+    assert decided["correlation_id"] == "req-knowledge-reject"
     events = [(r["actor"], r["event"], r["ok"]) for r in store.audit_rows(action_id=to_approve)]
     assert ("admin", "approval", True) in events and ("admin", "dag_trigger", True) in events
 
