@@ -93,9 +93,8 @@ def _header(runbook: Runbook, section_label: str) -> str:
     spelled out after it, so a keyword search for them finds every chunk of the runbook."""
     name = runbook.title
     alert = runbook.alert or ""
-    title_words = {w.lower() for w in re.findall(r"\w+", runbook.title)} | {
-        w.lower() for w in identifier_words(runbook.title)
-    }
+    # the title's words as a keyword search sees them: a CamelCase word is one token there
+    title_words = {w.lower() for w in re.findall(r"\w+", runbook.title)}
     spelled = identifier_words(alert)
     new_words = [w for w in spelled if w.lower() not in title_words]
     if alert and alert != runbook.title:
