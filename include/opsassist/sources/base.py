@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from typing import Literal, Protocol, runtime_checkable
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 RecordKind = Literal["log", "metric", "event", "metric_range"]
 KINDS: tuple[str, ...] = ("log", "metric", "event", "metric_range")
@@ -79,3 +82,27 @@ def end_positions(records: Sequence[RawRecord]) -> dict[str, int]:
     for record in records:
         positions[record.stream] = max(positions.get(record.stream, 0), record.next_offset)
     return positions
+
+
+def append_dead_letters(
+    path: Path,
+    letters: Sequence[DeadLetter],
+    fields: Callable[[DeadLetter], dict[str, Any]],
+    *,
+    ensure_ascii: bool = False,
+) -> None:
+    """Append one JSON line per letter to ``path`` and fsync before returning.
+
+    Each line is ``{"at", "reason", "detail"}`` (one timestamp for the whole batch) merged with
+    the source's own ``fields(letter)``. Nothing is written, not even the folder, for no letters.
+    """
+    if not letters:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).isoformat()
+    with open(path, "a", encoding="utf-8") as handle:
+        for letter in letters:
+            entry = {"at": stamp, "reason": letter.reason, "detail": letter.detail} | fields(letter)
+            handle.write(json.dumps(entry, ensure_ascii=ensure_ascii) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from opsassist.logs import get_logger
-from opsassist.sources.base import DeadLetter, RawRecord
+from opsassist.sources.base import DeadLetter, RawRecord, append_dead_letters
 
 log = get_logger(__name__)
 
@@ -650,24 +650,16 @@ class KubeSource:
             )
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        if not letters:
-            return
-        self.deadletter_path.parent.mkdir(parents=True, exist_ok=True)
-        stamp = dt.datetime.now(dt.UTC).isoformat()
-        with open(self.deadletter_path, "a", encoding="utf-8") as handle:
-            for letter in letters:
-                entry = {
-                    "at": stamp,
-                    "reason": letter.reason,
-                    "detail": letter.detail,
-                    "stream": letter.record.stream,
-                    "resource_version": letter.record.offset,
-                    "origin": letter.record.origin,
-                    "payload": letter.record.payload.decode("utf-8", "replace"),
-                }
-                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_dead_letters(
+            self.deadletter_path,
+            letters,
+            lambda letter: {
+                "stream": letter.record.stream,
+                "resource_version": letter.record.offset,
+                "origin": letter.record.origin,
+                "payload": letter.record.payload.decode("utf-8", "replace"),
+            },
+        )
 
     def commit(self, positions: Mapping[str, int]) -> None:
         for stream, offset in positions.items():

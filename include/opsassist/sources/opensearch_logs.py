@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import re
 import sqlite3
 import time
@@ -59,7 +58,7 @@ from typing import Any
 
 from opsassist.logs import get_logger
 from opsassist.parsing.logs import _kubernetes_service, parse_time_value
-from opsassist.sources.base import DeadLetter, RawRecord
+from opsassist.sources.base import DeadLetter, RawRecord, append_dead_letters
 
 log = get_logger(__name__)
 
@@ -466,24 +465,16 @@ class OpenSearchLogsSource:
             handed.add(key)
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        if not letters:
-            return
-        self.deadletter_path.parent.mkdir(parents=True, exist_ok=True)
-        stamp = dt.datetime.now(dt.UTC).isoformat()
-        with open(self.deadletter_path, "a", encoding="utf-8") as handle:
-            for letter in letters:
-                entry = {
-                    "at": stamp,
-                    "reason": letter.reason,
-                    "detail": letter.detail,
-                    "document": letter.record.origin,
-                    "stream": letter.record.stream,
-                    "offset": letter.record.offset,
-                    "payload": letter.record.payload.decode("utf-8", "replace"),
-                }
-                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_dead_letters(
+            self.deadletter_path,
+            letters,
+            lambda letter: {
+                "document": letter.record.origin,
+                "stream": letter.record.stream,
+                "offset": letter.record.offset,
+                "payload": letter.record.payload.decode("utf-8", "replace"),
+            },
+        )
 
     def commit(self, positions: Mapping[str, int]) -> None:
         for pattern in self.patterns:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from opsassist.logs import get_logger
-from opsassist.sources.base import DeadLetter, RawRecord
+from opsassist.sources.base import DeadLetter, RawRecord, append_dead_letters
 
 log = get_logger(__name__)
 REASON_QUERY = "query failed"
@@ -135,18 +135,7 @@ class PrometheusSource:
         return out
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        if not letters:
-            return
-        self.deadletter_path.parent.mkdir(parents=True, exist_ok=True)
-        stamp = dt.datetime.now(dt.UTC).isoformat()
-        with open(self.deadletter_path, "a", encoding="utf-8") as handle:
-            for letter in letters:
-                payload = json.loads(letter.record.payload)
-                payload.pop("data", None)
-                entry = {"at": stamp, "reason": letter.reason, "detail": letter.detail} | payload
-                handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_dead_letters(self.deadletter_path, letters, _dead_letter_fields, ensure_ascii=True)
 
     def commit(self, positions: Mapping[str, int]) -> None:
         for stream, offset in positions.items():
@@ -157,3 +146,10 @@ class PrometheusSource:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _dead_letter_fields(letter: DeadLetter) -> dict[str, Any]:
+    """The query record without its (possibly large) result data."""
+    payload: dict[str, Any] = json.loads(letter.record.payload)
+    payload.pop("data", None)
+    return payload

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from opsassist.logs import get_logger
-from opsassist.sources.base import DeadLetter, RawRecord, RecordKind
+from opsassist.sources.base import DeadLetter, RawRecord, RecordKind, append_dead_letters
 
 log = get_logger(__name__)
 
@@ -235,27 +235,7 @@ class SpoolSource:
         return position
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        if not letters:
-            return
-        self.deadletter_path.parent.mkdir(parents=True, exist_ok=True)
-        stamp = dt.datetime.now(dt.UTC).isoformat()
-        with open(self.deadletter_path, "a", encoding="utf-8") as handle:
-            for letter in letters:
-                entry: dict[str, Any] = {
-                    "at": stamp,
-                    "reason": letter.reason,
-                    "detail": letter.detail,
-                    "file": letter.record.origin,
-                    "offset": letter.record.offset,
-                    "kind": letter.record.kind,
-                }
-                try:
-                    entry["payload"] = letter.record.payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    entry["payload_base64"] = base64.b64encode(letter.record.payload).decode()
-                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_dead_letters(self.deadletter_path, letters, _dead_letter_fields)
 
     def commit(self, positions: Mapping[str, int]) -> None:
         for stream, offset in positions.items():
@@ -350,3 +330,17 @@ def seed_spool(
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(target)
     return written
+
+
+def _dead_letter_fields(letter: DeadLetter) -> dict[str, Any]:
+    """Where the line came from, and the line as text (base64 when it is not UTF-8)."""
+    entry: dict[str, Any] = {
+        "file": letter.record.origin,
+        "offset": letter.record.offset,
+        "kind": letter.record.kind,
+    }
+    try:
+        entry["payload"] = letter.record.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        entry["payload_base64"] = base64.b64encode(letter.record.payload).decode()
+    return entry
