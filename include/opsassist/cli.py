@@ -69,32 +69,7 @@ def index_runbooks(
     if allow_empty:
         overrides["index_allow_empty"] = True
     settings = settings.model_copy(update=overrides) if overrides else settings
-    run_id = run_id or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    with correlation_scope(run_id):
-        try:
-            from opsassist.pipelines.runbooks import run_pipeline
-            from opsassist.sources.runbooks import sync_runbooks
-            from opsassist.stores import get_cache, get_index_store
-
-            root = sync_runbooks(settings, path)
-            with terminal(None if json_output else console):  # progress bars in a terminal
-                summary = run_pipeline(
-                    settings, root, get_index_store(settings), get_cache(settings), run_id
-                )
-        except Exception as exc:
-            raise _fail(exc) from exc
-    if json_output:
-        print(json.dumps(summary, indent=2, default=str))
-        return
-    collected = summary["collect"]
-    console.print(
-        f"runbooks: {collected['runbooks']}  chunks: {collected['chunks']}  "
-        f"embedded: {summary['embed']['embedded']}  quarantined: {len(collected['quarantined'])}"
-    )
-    for item in collected["quarantined"]:
-        console.print(f"  [yellow]quarantined[/yellow] {item['source']}: {item['reason']}")
-    state = "promoted" if summary["promoted"] else "unchanged"
-    console.print(f"index {settings.runbook_index} -> {summary['version']} ({state})")
+    _index_corpus(settings, path, run_id, json_output, postmortems=False)
 
 
 @index_app.command("postmortems")
@@ -114,22 +89,40 @@ def index_postmortems(
     settings = _setup(verbose)
     if allow_shrink:
         settings = settings.model_copy(update={"index_allow_shrink": True})
+    _index_corpus(settings, path, run_id, json_output, postmortems=True)
+
+
+def _index_corpus(
+    settings: Settings,
+    path: Path | None,
+    run_id: str | None,
+    json_output: bool,
+    *,
+    postmortems: bool,
+) -> None:
+    """Sync the runbook (or postmortem) source, run the whole pipeline, print the summary."""
     run_id = run_id or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with correlation_scope(run_id):
         try:
-            from opsassist.pipelines.runbooks import POSTMORTEMS, run_pipeline
-            from opsassist.sources.postmortems import sync_postmortems
+            from opsassist.pipelines.runbooks import POSTMORTEMS, RUNBOOKS, run_pipeline
             from opsassist.stores import get_cache, get_index_store
 
-            root = sync_postmortems(settings, path)
-            with terminal(None if json_output else console):
+            if postmortems:
+                from opsassist.sources.postmortems import sync_postmortems
+
+                root = sync_postmortems(settings, path)
+            else:
+                from opsassist.sources.runbooks import sync_runbooks
+
+                root = sync_runbooks(settings, path)
+            with terminal(None if json_output else console):  # progress bars in a terminal
                 summary = run_pipeline(
                     settings,
                     root,
                     get_index_store(settings),
                     get_cache(settings),
                     run_id,
-                    corpus=POSTMORTEMS,
+                    corpus=POSTMORTEMS if postmortems else RUNBOOKS,
                 )
         except Exception as exc:
             raise _fail(exc) from exc
@@ -138,13 +131,15 @@ def index_postmortems(
         return
     collected = summary["collect"]
     console.print(
-        f"postmortems: {collected['runbooks']}  chunks: {collected['chunks']}  "
-        f"embedded: {summary['embed']['embedded']}  quarantined: {len(collected['quarantined'])}"
+        f"{'postmortems' if postmortems else 'runbooks'}: {collected['runbooks']}  "
+        f"chunks: {collected['chunks']}  embedded: {summary['embed']['embedded']}  "
+        f"quarantined: {len(collected['quarantined'])}"
     )
     for item in collected["quarantined"]:
         console.print(f"  [yellow]quarantined[/yellow] {item['source']}: {item['reason']}")
     state = "promoted" if summary["promoted"] else "unchanged"
-    console.print(f"index {settings.postmortem_index} -> {summary['version']} ({state})")
+    alias = settings.postmortem_index if postmortems else settings.runbook_index
+    console.print(f"index {alias} -> {summary['version']} ({state})")
 
 
 @app.command("search")
