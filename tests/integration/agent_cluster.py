@@ -301,13 +301,7 @@ def build() -> FakeKubelet:
     )
     labels = dict(job.spec.template.metadata.labels or {})
     pod = "nightly-export-x7k2m"
-    owner = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "name": "nightly-export",
-        "uid": job.metadata.uid,
-        "controller": True,
-    }
+    owner = job_owner("nightly-export", job.metadata.uid)
     _pod(
         core,
         pod,
@@ -316,31 +310,43 @@ def build() -> FakeKubelet:
         ownerReferences=[owner],
     )
     core.patch_namespaced_pod_status(
-        pod,
-        NS,
-        {
-            "status": {
-                "phase": "Failed",
-                "containerStatuses": [
-                    {
-                        "name": "export",
-                        "image": export["image"],
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {
-                            "terminated": {
-                                "reason": "Error",
-                                "exitCode": 2,
-                                "startedAt": now,
-                                "finishedAt": now,
-                            }
-                        },
-                    }
-                ],
-            }
-        },
+        pod, NS, {"status": failed_pod_status("export", export["image"], now)}
     )
+    batch.patch_namespaced_job_status("nightly-export", NS, {"status": failed_job_status(now)})
+    return kubelet
+
+
+def job_owner(name: str, uid: str) -> dict[str, Any]:
+    """The ownerReference the Job controller puts on its pods."""
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid, "controller": True}
+
+
+def failed_pod_status(container: str, image: str, now: str) -> dict[str, Any]:
+    """A pod status whose one container exited with code 2 (a Job's failed attempt)."""
+    return {
+        "phase": "Failed",
+        "containerStatuses": [
+            {
+                "name": container,
+                "image": image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "reason": "Error",
+                        "exitCode": 2,
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+        ],
+    }
+
+
+def failed_job_status(now: str) -> dict[str, Any]:
+    """A Job status past its backoff limit, as the Job controller writes it."""
     condition = {
         "status": "True",
         "reason": "BackoffLimitExceeded",
@@ -348,21 +354,11 @@ def build() -> FakeKubelet:
         "lastProbeTime": now,
         "lastTransitionTime": now,
     }
-    batch.patch_namespaced_job_status(
-        "nightly-export",
-        NS,
-        {
-            "status": {
-                "startTime": now,
-                "failed": 1,
-                "conditions": [
-                    {"type": "FailureTarget", **condition},
-                    {"type": "Failed", **condition},
-                ],
-            }
-        },
-    )
-    return kubelet
+    return {
+        "startTime": now,
+        "failed": 1,
+        "conditions": [{"type": "FailureTarget", **condition}, {"type": "Failed", **condition}],
+    }
 
 
 def apply(api: Any, path: Path, namespace: str) -> None:

@@ -146,6 +146,8 @@ class Cluster:
         self.event("Pod", name, "FailedScheduling", message, "default-scheduler")
 
     def failed_job(self, name: str) -> str:
+        from tests.integration.agent_cluster import failed_job_status, failed_pod_status, job_owner
+
         job = self.batch.create_namespaced_job(
             self.namespace,
             {
@@ -163,59 +165,15 @@ class Cluster:
         )
         pod = f"{name}-x7k2m"
         now = _stamp()
-        owner = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "name": name,
-            "uid": job.metadata.uid,
-            "controller": True,
-        }
         self.pod(
             pod,
-            {
-                "phase": "Failed",
-                "containerStatuses": [
-                    {
-                        "name": "main",
-                        "image": "registry.internal/x:1",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {
-                            "terminated": {
-                                "reason": "Error",
-                                "exitCode": 2,
-                                "startedAt": now,
-                                "finishedAt": now,
-                            }
-                        },
-                    }
-                ],
-            },
+            failed_pod_status("main", "registry.internal/x:1", now),
             nodeName="worker-sig",
             restartPolicy="Never",
-            owner=owner,
+            owner=job_owner(name, job.metadata.uid),
         )
-        condition = {
-            "status": "True",
-            "reason": "BackoffLimitExceeded",
-            "message": "Job has reached the specified backoff limit",
-            "lastProbeTime": now,
-            "lastTransitionTime": now,
-        }
         self.batch.patch_namespaced_job_status(
-            name,
-            self.namespace,
-            {
-                "status": {
-                    "startTime": now,
-                    "failed": 1,
-                    "conditions": [
-                        {"type": "FailureTarget", **condition},
-                        {"type": "Failed", **condition},
-                    ],
-                }
-            },
+            name, self.namespace, {"status": failed_job_status(now)}
         )
         self.event(
             "Job",
