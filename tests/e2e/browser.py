@@ -51,6 +51,19 @@ def launch(playwright: Any, profile: str, request: dict[str, Any], **options: An
     return playwright.chromium.launch_persistent_context(profile, **settings)
 
 
+def airflow_sign_in(context: Any, base: str, user: str, password: str) -> Any:
+    """The context's page (2 min default timeout), signed in to the Airflow UI at ``base`` as
+    ``user``: returns once the browser has left the login page."""
+    page = context.pages[0] if context.pages else context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(base + "/", wait_until="load")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/" not in url)
+    return page
+
+
 MAIN = """
 import json, sys
 request = json.load(sys.stdin)
@@ -70,9 +83,8 @@ def in_browser(
     request); returns the process and ``browse``'s result (``None`` if it wrote none)."""
     result = workdir / f"browse-{uuid.uuid4().hex[:8]}.json"
     request = {"chromium": CHROMIUM, "args": CHROMIUM_ARGS, **request, "result": str(result)}
-    source = "\n\n".join(
-        ["from __future__ import annotations", inspect.getsource(launch), inspect.getsource(browse)]
-    )
+    parts = [launch, airflow_sign_in, browse]
+    source = "\n\n".join(["from __future__ import annotations", *map(inspect.getsource, parts)])
     run = subprocess.run(
         [str(WEBUI_PYTHON), "-c", source + MAIN],
         input=json.dumps(request),

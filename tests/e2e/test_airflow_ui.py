@@ -37,7 +37,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, free_port, runbook_corpus
-from tests.e2e.browser import in_browser, launch
+from tests.e2e.browser import airflow_sign_in, in_browser, launch
 
 pytestmark = pytest.mark.slow
 
@@ -234,13 +234,7 @@ def browse(request: dict[str, Any]) -> dict[str, Any]:
         # the whole trigger form, its button too
         context = launch(playwright, profile, request, viewport={"width": 1400, "height": 1150})
         try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(120_000)
-            page.goto(base + "/", wait_until="load")
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(request["password"])
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(lambda url: "/auth/" not in url)
+            page = airflow_sign_in(context, base, "admin", request["password"])
             seen["timings"]["login"] = time.monotonic() - started
             if request["step"] == "trigger":
                 page.goto(base + "/dags/runbooks_index", wait_until="load")

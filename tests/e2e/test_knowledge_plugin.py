@@ -47,7 +47,7 @@ from tests.conftest import (
     service_port,
     stop_process,
 )
-from tests.e2e.browser import in_browser, launch
+from tests.e2e.browser import airflow_sign_in, in_browser, launch
 from tests.e2e.test_airflow_ui import SCRIPT, Airflow
 
 pytestmark = pytest.mark.slow
@@ -370,13 +370,7 @@ def browse(request: dict[str, Any]) -> dict[str, Any]:
     ):
         context = launch(playwright, profile, request, viewport={"width": 1500, "height": 1500})
         try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(120_000)
-            page.goto(base + "/", wait_until="load")
-            page.get_by_label("Username").fill("operator")
-            page.get_by_label("Password").fill(request["password"])
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(lambda url: "/auth/" not in url)
+            page = airflow_sign_in(context, base, "operator", request["password"])
             nav = page.get_by_role("link", name="Knowledge")
             nav.first.wait_for()
             seen["nav_links"] = nav.count()
