@@ -5,7 +5,8 @@ plan (diff with the promoted version) -> [short-circuit when nothing changed] ->
 only) -> build -> validate (Great Expectations, ``postmortem_chunks``) -> gate (the postmortem
 evaluation set vs the promoted version) -> promote (alias ``postmortems``) -> pack (digests kept
 beside the version, read by the chat's "Seen before" line). The runbook pipeline's stages with the
-``POSTMORTEMS`` corpus: wiring only, every step is a function in ``opsassist.pipelines.runbooks``.
+``POSTMORTEMS`` corpus: wiring only, every step is a function in ``opsassist.pipelines.runbooks``
+(embed to promote: the tasks ``opsassist.dag_tasks`` builds for both index DAGs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
+
+from opsassist.dag_tasks import build_gate_promote
 
 DEFAULT_ARGS = {
     "owner": "sre-platform",
@@ -79,62 +82,6 @@ def postmortems_index() -> None:
             store = get_index_store(settings)
             return runbooks.stage_plan(settings, run_id, store, None, runbooks.POSTMORTEMS)
 
-    @task.short_circuit
-    def has_changes(planned: dict[str, Any]) -> bool:
-        return bool(planned["has_changes"])
-
-    @task
-    def embed() -> dict[str, Any]:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-
-        with task_scope() as (settings, run_id):
-            return runbooks.stage_embed(settings, run_id, None, runbooks.POSTMORTEMS)
-
-    @task
-    def build(embedded: dict[str, Any]) -> str:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
-
-        with task_scope() as (settings, run_id):
-            store = get_index_store(settings)
-            return str(
-                runbooks.stage_build(settings, run_id, store, runbooks.POSTMORTEMS)["version"]
-            )
-
-    @task(retries=0)
-    def validate(version: str) -> str:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
-
-        with task_scope() as (settings, run_id):
-            store = get_index_store(settings)
-            runbooks.stage_validate(settings, run_id, store, version, runbooks.POSTMORTEMS)
-            return version
-
-    @task(retries=0)
-    def gate(version: str) -> str:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
-
-        with task_scope() as (settings, run_id):
-            store = get_index_store(settings)
-            runbooks.stage_gate(settings, run_id, store, version, runbooks.POSTMORTEMS)
-            return version
-
-    @task
-    def promote(version: str) -> dict[str, Any]:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
-
-        with task_scope() as (settings, run_id):
-            store = get_index_store(settings)
-            return runbooks.stage_promote(settings, run_id, store, version, runbooks.POSTMORTEMS)
-
     @task
     def pack(promoted: dict[str, Any]) -> dict[str, Any]:
         from opsassist.pipelines import runbooks
@@ -143,10 +90,7 @@ def postmortems_index() -> None:
         with task_scope() as (settings, run_id):
             return runbooks.stage_pack(settings, run_id, promoted["version"], runbooks.POSTMORTEMS)
 
-    planned = plan(collect(sync()))
-    embedded = embed()
-    has_changes(planned) >> embedded
-    pack(promote(gate(validate(build(embedded)))))
+    pack(build_gate_promote("postmortems", plan(collect(sync()))))
 
 
 postmortems_index()

@@ -4,7 +4,8 @@ sync -> collect (parse, chunk, quarantine bad files) -> plan (diff with the prom
 [short-circuit when nothing changed] -> embed (new chunks only) -> build (new version) ->
 validate (Great Expectations) -> gate (retrieval quality vs the promoted version, MLflow) ->
 promote (alias swap) -> cache (knowledge pack, answer carry-over)
--> warm-up. Wiring only: every step is a function in ``opsassist.pipelines.runbooks``.
+-> warm-up. Wiring only: every step is a function in ``opsassist.pipelines.runbooks`` (embed to
+promote: the tasks ``opsassist.dag_tasks`` builds for both index DAGs).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
+
+from opsassist.dag_tasks import build_gate_promote
 
 DEFAULT_ARGS = {
     "owner": "sre-platform",
@@ -83,56 +86,6 @@ def runbooks_index() -> None:
             store, cache = get_index_store(settings), get_cache(settings)
             return runbooks.stage_plan(settings, run_id, store, cache)
 
-    @task.short_circuit
-    def has_changes(planned: dict[str, Any]) -> bool:
-        return bool(planned["has_changes"])
-
-    @task
-    def embed() -> dict[str, Any]:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-
-        with task_scope() as (settings, run_id):
-            return runbooks.stage_embed(settings, run_id)
-
-    @task
-    def build(embedded: dict[str, Any]) -> str:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
-
-        with task_scope() as (settings, run_id):
-            return str(runbooks.stage_build(settings, run_id, get_index_store(settings))["version"])
-
-    @task(retries=0)
-    def validate(version: str) -> str:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
-
-        with task_scope() as (settings, run_id):
-            runbooks.stage_validate(settings, run_id, get_index_store(settings), version)
-            return version
-
-    @task(retries=0)
-    def gate(version: str) -> str:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
-
-        with task_scope() as (settings, run_id):
-            runbooks.stage_gate(settings, run_id, get_index_store(settings), version)
-            return version
-
-    @task
-    def promote(version: str) -> dict[str, Any]:
-        from opsassist.pipelines import runbooks
-        from opsassist.pipelines.context import task_scope
-        from opsassist.stores import get_index_store
-
-        with task_scope() as (settings, run_id):
-            return runbooks.stage_promote(settings, run_id, get_index_store(settings), version)
-
     @task
     def refresh_cache(promoted: dict[str, Any]) -> dict[str, Any]:
         from opsassist.pipelines import runbooks
@@ -155,11 +108,7 @@ def runbooks_index() -> None:
                 settings, get_index_store(settings), get_cache(settings), promoted["version"]
             )
 
-    planned = plan(collect(sync()))
-    embedded = embed()
-    has_changes(planned) >> embedded
-    version = gate(validate(build(embedded)))
-    promoted = promote(version)
+    promoted = build_gate_promote("runbooks", plan(collect(sync())))
     warm_up(promoted, refresh_cache(promoted))
 
 
