@@ -5,13 +5,11 @@ version, the CLI finds a write-up; a second run with no change builds nothing.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import VENV_BIN
+from tests.dags.index_dag_runs import index_dag, run_dag, search
 
 
 @pytest.mark.slow
@@ -21,15 +19,8 @@ def test_postmortems_dag_builds_promotes_and_is_incremental(
     from opsassist.settings import get_settings
 
     data_dir = tmp_path / "data"
-    monkeypatch.setenv("OPSASSIST_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("OPSASSIST_CACHE_BACKEND", "memory")
-    get_settings.cache_clear()
-
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(str(Path(__file__).resolve().parents[2] / "dags")).get_dag("postmortems_index")
-    run = dag.test()
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    dag = index_dag(monkeypatch, data_dir, "postmortems_index")
+    run, states = run_dag(dag)
     assert run.state == "success", states
     assert states["validate"] == states["gate"] == states["pack"] == "success"
     aliases = json.loads((data_dir / "index" / "aliases.json").read_text())
@@ -39,30 +30,12 @@ def test_postmortems_dag_builds_promotes_and_is_incremental(
     gate = json.loads(next((data_dir / "runs" / "postmortems").glob("*/gate.json")).read_text())
     assert gate["decision"] == "promote" and gate["questions"] >= 20
 
-    env = os.environ | {"OPSASSIST_DATA_DIR": str(data_dir)}
-    result = subprocess.run(
-        [
-            str(VENV_BIN / "opsassist"),
-            "search",
-            "have we seen etcd run out of database space before?",
-            "--index",
-            "postmortems",
-            "--json",
-            "--k",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=True,
-    )
-    hits = json.loads(result.stdout)
+    question = "have we seen etcd run out of database space before?"
+    hits = search(data_dir, question, "--index", "postmortems", "--json", "--k", "3")
     assert hits[0]["source"] == "2025-02-11-etcd-database-space-exceeded.md"
     assert hits[0]["source_type"] == "postmortem" and hits[0]["timestamp"].startswith("2025-02-11")
 
-    second = dag.test()
-    states = {ti.task_id: ti.state for ti in second.get_task_instances()}
+    second, states = run_dag(dag)
     assert second.state == "success", states
     assert states["embed"] == "skipped" and states["promote"] == "skipped"
     assert json.loads((data_dir / "index" / "aliases.json").read_text()) == aliases
