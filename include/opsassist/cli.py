@@ -21,6 +21,7 @@ from opsassist.settings import Settings, get_settings, settings_table_markdown
 
 if TYPE_CHECKING:
     from opsassist.evaluation.runner import EvalReport
+    from opsassist.forked import ChildResult
 
 app = typer.Typer(
     help="Smart DevSecOps/MLOps Assistant", no_args_is_help=True, pretty_exceptions_enable=False
@@ -162,12 +163,12 @@ def search_command(
 
     defer_package_init("lance_namespace_urllib3_client")  # LanceDB's REST client: not used here
     with correlation_scope():
+        prepared: ChildResult | None = None
         try:
             from opsassist.index.base import Filters
             from opsassist.search import question_vector, search
             from opsassist.timeparse import parse_since
 
-            prepared = None
             if mode != "bm25" and query.strip():  # embedded on the other core meanwhile
                 from opsassist.forked import in_child
 
@@ -189,6 +190,8 @@ def search_command(
                 prepared_vector=prepared,
             )
         except Exception as exc:
+            if prepared is not None:  # its output would follow the error on the terminal
+                prepared.cancel()
             raise _fail(exc) from exc
     if json_output:
         print(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))

@@ -12,7 +12,9 @@ failed or fork is unavailable, and the caller then computes the array itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import struct
 from collections.abc import Callable
 
@@ -21,10 +23,53 @@ import numpy as np
 _HEADER = struct.Struct("<I")  # length of the .npy bytes that follow
 
 
-def in_child(compute: Callable[[], np.ndarray]) -> Callable[[], np.ndarray | None]:
-    """Run ``compute`` in a forked child; the returned callable waits for its result."""
+class ChildResult:
+    """The array a forked child computes: call it to wait for the array (``None`` when the child
+    failed or there is no child); :meth:`cancel` ends a child whose result is no longer wanted
+    (so it cannot write to the terminal after its parent has reported an error and left)."""
+
+    def __init__(self, pid: int | None = None, read_end: int | None = None) -> None:
+        self._pid = pid
+        self._read_end = read_end
+
+    def __call__(self) -> np.ndarray | None:
+        if self._pid is None or self._read_end is None:
+            return None
+        import io
+
+        with os.fdopen(self._read_end, "rb") as pipe:
+            data = pipe.read()
+        self._read_end = None
+        self._reap()
+        if len(data) < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(data)
+        payload = data[_HEADER.size :]
+        if len(payload) != size:
+            return None
+        return np.asarray(np.load(io.BytesIO(payload), allow_pickle=False))
+
+    def cancel(self) -> None:
+        if self._pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid, signal.SIGKILL)
+        if self._read_end is not None:
+            os.close(self._read_end)
+            self._read_end = None
+        self._reap()
+
+    def _reap(self) -> None:
+        if self._pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            self._pid = None
+
+
+def in_child(compute: Callable[[], np.ndarray]) -> ChildResult:
+    """Run ``compute`` in a forked child; calling the result waits for the array."""
     if not hasattr(os, "fork"):
-        return lambda: None
+        return ChildResult()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: compute, send, leave without running the parent's exit handlers
@@ -42,19 +87,4 @@ def in_child(compute: Callable[[], np.ndarray]) -> Callable[[], np.ndarray | Non
         finally:
             os._exit(status)
     os.close(write_end)
-
-    def result() -> np.ndarray | None:
-        import io
-
-        with os.fdopen(read_end, "rb") as pipe:
-            data = pipe.read()
-        os.waitpid(pid, 0)
-        if len(data) < _HEADER.size:
-            return None
-        (size,) = _HEADER.unpack_from(data)
-        payload = data[_HEADER.size :]
-        if len(payload) != size:
-            return None
-        return np.asarray(np.load(io.BytesIO(payload), allow_pickle=False))
-
-    return result
+    return ChildResult(pid, read_end)

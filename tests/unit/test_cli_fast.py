@@ -44,6 +44,26 @@ def test_in_child_returns_the_array_or_none() -> None:
     assert in_child(fails)() is None
 
 
+def test_a_cancelled_child_is_ended_and_writes_nothing_more(tmp_path: Path) -> None:
+    """The parent gave up (e.g. the index is missing): the child must not go on to write to the
+    terminal or a file after the parent has reported its error."""
+    import time
+
+    marker = tmp_path / "written"
+
+    def slow() -> np.ndarray:
+        time.sleep(3)
+        marker.write_text("late")
+        return np.zeros(2, dtype=np.float32)
+
+    child = in_child(slow)
+    child.cancel()
+    time.sleep(3.5)
+    assert not marker.exists()
+    assert child() is None  # nothing to wait for any more
+    child.cancel()  # twice is harmless
+
+
 def restore_and_embed(cache: Path, out: Path) -> str:
     """A fresh interpreter that restores USE from ``cache`` and writes the vectors of TEXTS."""
     code = textwrap.dedent(
