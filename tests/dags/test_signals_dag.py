@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -16,25 +14,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import VENV_BIN, require_service, service_port
+from tests.conftest import require_service, service_port
+from tests.dags.index_dag_runs import search as search_cli
 from tests.integration.test_signals_pipeline import produce_loghub, reset_offsets
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 def cli_search(query: str, data_dir: Path, *extra: str) -> list[dict[str, Any]]:
-    env = os.environ | {"OPSASSIST_DATA_DIR": str(data_dir)}
-    flags = ["--index", "signals", "--since", "1h", "--json", "--k", "5", *extra]
-    result = subprocess.run(
-        [str(VENV_BIN / "opsassist"), "search", query, *flags],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=True,
+    return search_cli(
+        data_dir, query, "--index", "signals", "--since", "1h", "--json", "--k", "5", *extra
     )
-    hits: list[dict[str, Any]] = json.loads(result.stdout)
-    return hits
 
 
 def totals(reports: Path, source: str, since_line: int = 0) -> dict[str, Any]:
