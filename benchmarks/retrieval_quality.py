@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,12 @@ from typing import Any
 from benchmarks._common import emit, machine
 from opsassist.embedding import model_dimension
 from opsassist.evaluation.evalset import applicable, load_evalset
+from opsassist.evaluation.rerank_training import (
+    candidate_groups,
+    weights_payload,
+)
+from opsassist.evaluation.rerank_training import leave_one_folder_out as rerank_lofo
+from opsassist.evaluation.rerank_training import mean_scores as rerank_scores
 from opsassist.evaluation.runner import (
     EvalReport,
     document_refs,
@@ -244,8 +251,51 @@ def lofo_table(lofo: dict) -> list[str]:
     return lines
 
 
+def reranker_checks(
+    settings: Settings,
+    store: EmbeddedIndexStore,
+    version: str,
+    log: bool,
+    train_to: Path | None,
+) -> dict[str, Any]:
+    """The same index without the re-ranker (fused order), and the re-ranker fitted anew with
+    each folder's dev questions left out, every question ranked by the fit without its folder.
+    ``train_to``: also write weights fitted on every dev question there (the packaged file)."""
+    off = settings.model_copy(update={"reranker": False})
+    fused = evaluate_set(off, "runbooks", version, store=store, log_to_mlflow=log)
+    evalset = load_evalset(settings.evalsets_dir, "runbooks")
+    items = applicable(evalset.items, document_refs(store, version, False))
+    vectors = embed_questions(
+        [a.item for a in items], settings.embedding_model, settings.embedding_device
+    )
+    groups = candidate_groups(store, version, items, vectors, fusion_config(off))
+    lofo = rerank_lofo(groups)
+    out: dict[str, Any] = {"fused_table": table(fused.report), "lofo": {}}
+    for split in ("dev", "test"):
+        for language in ("", "en", "ru"):
+            chosen = [
+                g
+                for g in groups
+                if g.item.item.split == split and language in ("", g.item.item.language)
+            ]
+            out["lofo"][f"{split}.{language or 'all'}"] = rerank_scores(chosen, lofo)
+        incident = [
+            g for g in groups if g.item.item.split == split and g.item.item.kind == "incident"
+        ]
+        out["lofo"][f"{split}.incident"] = rerank_scores(incident, lofo)
+    if train_to is not None:
+        payload = weights_payload(groups, "runbook", evalset.label, version)
+        train_to.write_text(json.dumps(payload, indent=2) + "\n", "utf-8")
+        out["trained"] = str(train_to)
+    return out
+
+
 def evaluate_default(
-    settings: Settings, builder: IndexBuilder, log: bool, signals: bool
+    settings: Settings,
+    builder: IndexBuilder,
+    log: bool,
+    signals: bool,
+    train_to: Path | None = None,
 ) -> dict[str, Any]:
     version = builder.build(settings)
     result = evaluate_set(settings, "runbooks", version, store=builder.store, log_to_mlflow=log)
@@ -253,8 +303,11 @@ def evaluate_default(
     out["runbooks_table"] = table(result.report)
     out["lofo"] = leave_one_folder_out(settings, builder.store, version)
     out["lofo_table"] = lofo_table(out["lofo"])
+    out["reranker"] = reranker_checks(settings, builder.store, version, log, train_to)
     # the plain baseline, same run and questions: RRF of BM25 and MiniLM vectors, no glossary
-    plain = settings.model_copy(update={"embedding_model": BASELINE_MODEL, "query_glossary": False})
+    plain = settings.model_copy(
+        update={"embedding_model": BASELINE_MODEL, "query_glossary": False, "reranker": False}
+    )
     folder = settings.data_dir / "bench" / "retrieval_quality-baseline"
     baseline_builder = IndexBuilder(plain, folder)
     baseline = evaluate_set(
@@ -346,6 +399,13 @@ def main() -> None:
     parser.add_argument("--weights", help="sweep these vector weights, e.g. 0.1,0.2,0.3")
     parser.add_argument("--signals", action="store_true", help="also evaluate the signals set")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log MLflow runs")
+    parser.add_argument(
+        "--train-reranker",
+        type=Path,
+        metavar="PATH",
+        help="write re-ranker weights fitted on this run's dev questions to PATH "
+        "(include/opsassist/index/rerank_weights.json: the packaged ones)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = Settings()
@@ -364,7 +424,9 @@ def main() -> None:
             settings, builder, args.quick, not args.no_mlflow, chunking, weights
         )
     else:
-        result |= evaluate_default(settings, builder, not args.no_mlflow, args.signals)
+        result |= evaluate_default(
+            settings, builder, not args.no_mlflow, args.signals, args.train_reranker
+        )
     result["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         emit(result, True)
@@ -402,6 +464,13 @@ def main() -> None:
             print("same-run ratios:", result[f"{name}_ratios"])
             if name == "runbooks":
                 print("\n".join(result["lofo_table"]))
+                print("\nthe same index without the re-ranker (fused order):")
+                print("\n".join(result["reranker"]["fused_table"]))
+                print(
+                    "\nre-ranker refitted without each folder's dev questions (recall@5 / MRR@10):"
+                )
+                for key, value in result["reranker"]["lofo"].items():
+                    print(f"  {key:14} {value['recall_at_5']:.3f} / {value['mrr_at_10']:.3f}")
     if "runbooks_baseline" in result:
         print(f"\nplain baseline ({BASELINE_MODEL}, no glossary), same questions:")
         print("\n".join(result["runbooks_baseline_table"]))

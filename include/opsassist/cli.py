@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 index_app = typer.Typer(help="Build indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+reranker_app = typer.Typer(help="The learned re-ranker.", no_args_is_help=True)
+app.add_typer(reranker_app, name="reranker")
 console = Console(stderr=True)
 
 
@@ -303,6 +305,41 @@ def eval_command(
         console.print(
             f"  [yellow]{len(result.unmatched)} rules match no document[/yellow]: {shown}"
         )
+
+
+@reranker_app.command("train")
+def reranker_train_command(
+    out: Annotated[Path, typer.Option(help="The weights file to write.")],
+    index: Annotated[
+        str | None, typer.Option(help="Alias or version (default: the runbook index).")
+    ] = None,
+    c: Annotated[float, typer.Option(help="Inverse regularisation strength.")] = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fit the re-ranker on the runbook set's dev split against an index; write its weights
+    (use them with OPSASSIST_RERANKER_WEIGHTS=OUT)."""
+    settings = _setup(verbose)
+    with correlation_scope():
+        try:
+            from opsassist.evaluation.rerank_training import train_on_index
+            from opsassist.index.base import resolve_target
+            from opsassist.stores import get_index_store
+
+            store = get_index_store(settings)
+            version = resolve_target(store, index or settings.runbook_index)
+            with terminal(console):
+                payload = train_on_index(settings, store, version, c=c)
+        except Exception as exc:
+            raise _fail(exc) from exc
+    out.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    trained = payload["models"]["runbook"]["trained"]
+    lofo, fused = trained["dev_leave_one_folder_out"], trained["dev_fused_order"]
+    console.print(
+        f"wrote {out}: {trained['dev_questions']} dev questions on {version}; "
+        f"dev recall@5 / MRR@10 leave-one-folder-out {lofo['recall_at_5']:.3f} / "
+        f"{lofo['mrr_at_10']:.3f} (fused order {fused['recall_at_5']:.3f} / "
+        f"{fused['mrr_at_10']:.3f})"
+    )
 
 
 @app.command("settings")

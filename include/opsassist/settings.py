@@ -167,6 +167,17 @@ class Settings(BaseSettings):
     candidates_per_list: int = Field(
         default=50, description="Results taken from each of BM25 and vector before fusion."
     )
+    reranker: bool = Field(
+        default=True,
+        description="Re-rank the fused candidates' documents with the learned linear re-ranker "
+        "(LLM-free features; one model per document kind: runbooks; other kinds keep the fused "
+        "order).",
+    )
+    reranker_weights: str = Field(
+        default="",
+        description="The re-ranker's weights file, as written by `opsassist reranker train` "
+        "(empty: the packaged weights, fitted on the runbook set's dev split).",
+    )
 
     # --- evaluation and MLflow ------------------------------------------------------------------
     mlflow_tracking_uri: SecretStr = Field(

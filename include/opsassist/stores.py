@@ -47,4 +47,5 @@ def fusion_config(settings: Settings) -> FusionConfig:
         rrf_k=settings.rrf_k,
         candidates=settings.candidates_per_list,
         expand_lexical=settings.query_glossary,
+        rerank_weights=settings.reranker_weights if settings.reranker else None,
     )

@@ -151,7 +151,7 @@ def small_index(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 def _check_run(client: Any, run_id: str, version: str, questions: int) -> None:
     run = client.get_run(run_id)
     params, metrics = run.data.params, run.data.metrics
-    assert params["index_version"] == version and params["reranker"] == "none"
+    assert params["index_version"] == version and params["reranker"] == "linear"
     assert params["evalset_version"].startswith("runbooks@")
     assert {"embedding_model", "chunk_max_chars", "fusion", "rrf_k", "git_sha"} <= set(params)
     for mode in ("hybrid", "bm25", "vector"):

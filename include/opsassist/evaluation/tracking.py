@@ -84,7 +84,7 @@ def run_params(
         "fusion_vector_weight": settings.fusion_vector_weight,
         "rrf_k": settings.rrf_k,
         "candidates_per_list": settings.candidates_per_list,
-        "reranker": "none",
+        "reranker": (settings.reranker_weights or "linear") if settings.reranker else "none",
         "index_backend": settings.index_backend,
         "index_version": index_version,
         "evalset_version": evalset_version,

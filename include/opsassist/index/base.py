@@ -81,6 +81,8 @@ class FusionConfig:
     rrf_k: int = 60
     candidates: int = 50
     expand_lexical: bool = False  # BM25 gets the English terms of a Russian question's words
+    # The learned re-ranker's weights file ("": the packaged one; None: fused order is final).
+    rerank_weights: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -205,20 +207,27 @@ def _hit(
     )
 
 
-def hybrid_search(
-    store: IndexStore,
-    target: str,
-    query: Query,
-    fusion: FusionConfig | None = None,
-    embed: Callable[[str], np.ndarray] | None = None,
-) -> list[SearchHit]:
-    """BM25, vector or fused search on an alias or a version; best first.
+@dataclasses.dataclass(slots=True)
+class Candidates:
+    """The two primitive lists of one search, best first, and the fused order of their union."""
 
-    Without ``query.vector``, ``embed(query.text)`` gives it, computed while the BM25 list is
-    searched (the query embedding is most of a search's latency on a CPU).
-    """
-    fusion = fusion or FusionConfig()
-    version = resolve_target(store, target)
+    lexical: list[RankedRow]
+    semantic: list[RankedRow]
+    fused: list[tuple[str, float]]  # (chunk id, score): hybrid fusion, or the one list searched
+
+    @property
+    def rows(self) -> dict[str, RankedRow]:
+        return {r.id: r for r in self.semantic} | {r.id: r for r in self.lexical}
+
+
+def candidate_lists(
+    store: IndexStore,
+    version: str,
+    query: Query,
+    fusion: FusionConfig,
+    embed: Callable[[str], np.ndarray] | None = None,
+) -> Candidates:
+    """BM25 and vector lists of ``query`` on a version and their fusion (no re-ranking)."""
     n = max(fusion.candidates, query.k)
     lexical: list[RankedRow] = []
     semantic: list[RankedRow] = []
@@ -246,21 +255,48 @@ def hybrid_search(
     elif want_semantic:
         semantic = store.knn(version, vector(), n, query.filters)
 
-    rows = {r.id: r for r in semantic} | {r.id: r for r in lexical}
-    bm25_rank = {r.id: i + 1 for i, r in enumerate(lexical)}
-    vector_rank = {r.id: i + 1 for i, r in enumerate(semantic)}
     if query.mode == "bm25":
-        ranked = [(r.id, r.score) for r in lexical]
+        fused = [(r.id, r.score) for r in lexical]
     elif query.mode == "vector":
-        ranked = [(r.id, r.score) for r in semantic]
+        fused = [(r.id, r.score) for r in semantic]
     else:
-        ranked = fuse(
+        fused = fuse(
             [[(r.id, r.score) for r in lexical], [(r.id, r.score) for r in semantic]],
             weights=[1.0 - fusion.vector_weight, fusion.vector_weight],
             method=fusion.method,
             rrf_k=fusion.rrf_k,
         )
-    similarity = {r.id: r.score for r in semantic}
+    return Candidates(lexical, semantic, fused)
+
+
+def hybrid_search(
+    store: IndexStore,
+    target: str,
+    query: Query,
+    fusion: FusionConfig | None = None,
+    embed: Callable[[str], np.ndarray] | None = None,
+) -> list[SearchHit]:
+    """BM25, vector or fused search on an alias or a version; best first. A hybrid search's
+    fused candidates are re-ranked when ``fusion.rerank_weights`` is set and has a model for
+    their kind (:mod:`opsassist.index.rerank`).
+
+    Without ``query.vector``, ``embed(query.text)`` gives it, computed while the BM25 list is
+    searched (the query embedding is most of a search's latency on a CPU).
+    """
+    fusion = fusion or FusionConfig()
+    version = resolve_target(store, target)
+    found = candidate_lists(store, version, query, fusion, embed)
+    rows = found.rows
+    ranked = found.fused
+    if query.mode == "hybrid" and fusion.rerank_weights is not None:
+        from opsassist.index.rerank import model_for, rerank
+
+        model = model_for(rows, ranked, fusion.rerank_weights)
+        if model is not None:
+            ranked = rerank(query.text, found.lexical, found.semantic, ranked, rows, model)
+    bm25_rank = {r.id: i + 1 for i, r in enumerate(found.lexical)}
+    vector_rank = {r.id: i + 1 for i, r in enumerate(found.semantic)}
+    similarity = {r.id: r.score for r in found.semantic}
     return [
         _hit(
             rows[doc_id],
