@@ -24,6 +24,7 @@ to be searched with another.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -134,29 +135,53 @@ class _USE:
 
 
 # Models that only know English. In a pair, a question's vector leans on them for an English
-# question and away from them for a Russian one (their vector of Russian text is mostly noise):
-# the part's weight by the question's language, the other parts share the rest. Chosen on the
-# runbook set's dev split, each folder's choice made without that folder's questions
-# (benchmarks.retrieval_quality); indexed passages keep equal weights, so an index is unchanged.
-# With weight 1.0 an English question is embedded by MiniLM alone (USE is not run for it).
+# question and away from them for a Russian one: the part's weight by the question's language, the
+# other parts share the rest. For a Russian question an English-only part reads the question's
+# English view (:func:`english_view`), not its Cyrillic: MiniLM's vector of Russian text is mostly
+# noise and costs 8-20 ms (Cyrillic splits into many word pieces), its vector of the alert names
+# and glossary terms is short, fast and on topic. Chosen on the runbook set's dev split with the
+# re-ranker refitted leave-one-folder-out (benchmarks.retrieval_quality); indexed passages keep
+# equal weights, so an index is unchanged. With weight 1.0 an English question is embedded by
+# MiniLM alone (USE is not run for it).
 ENGLISH_ONLY_MODELS = frozenset({MINILM_MODEL})
-ENGLISH_ONLY_QUERY_WEIGHT = {"en": 1.0, "ru": 0.3}
+ENGLISH_ONLY_QUERY_WEIGHT = {"en": 1.0, "ru": 0.5}
+_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_./:-]*")
 
 PartEncoder = Callable[[Sequence[str]], np.ndarray]
 
 
-def query_part_weights(names: Sequence[str], text: str) -> list[float]:
-    """Each part's weight in a question's concatenated vector (equal when no part is
-    English-only or every part is)."""
+def english_view(text: str) -> str:
+    """What an English-only model can read of a Russian question: its Latin-script words (alert
+    names, commands, resource kinds) and the English terms the glossaries give for its Russian
+    words and phrases (empty when it has none)."""
+    from opsassist.glossary import concept_terms, russian_terms
+
+    terms = russian_terms(text)
+    terms += [t for t in concept_terms(text) if t not in terms]
+    return " ".join([*_LATIN_WORD.findall(text), *terms])
+
+
+def query_part_inputs(names: Sequence[str], text: str) -> list[tuple[float, str]]:
+    """Each part's weight in a question's concatenated vector and the text it embeds (equal
+    weights and the question itself when no part is English-only or every part is)."""
     english_only = [name in ENGLISH_ONLY_MODELS for name in names]
     if len(names) < 2 or all(english_only) or not any(english_only):
-        return [1.0 / len(names)] * len(names)
+        return [(1.0 / len(names), text)] * len(names)
     from opsassist.language import detect_language
 
-    weight = ENGLISH_ONLY_QUERY_WEIGHT[detect_language(text)]
+    language = detect_language(text)
+    weight = ENGLISH_ONLY_QUERY_WEIGHT[language]
+    english = text if language == "en" else english_view(text)
+    if not english.strip():
+        weight = 0.0
     others = (1.0 - weight) / (len(names) - sum(english_only))
     shared = weight / sum(english_only)
-    return [shared if only else others for only in english_only]
+    return [(shared, english) if only else (others, text) for only in english_only]
+
+
+def query_part_weights(names: Sequence[str], text: str) -> list[float]:
+    """Each part's weight in a question's concatenated vector."""
+    return [weight for weight, _ in query_part_inputs(names, text)]
 
 
 def concatenate_queries(
@@ -165,18 +190,21 @@ def concatenate_queries(
     dimensions: Sequence[int],
     texts: Sequence[str],
 ) -> np.ndarray:
-    """Questions' vectors from models side by side: each part's unit vector scaled by its
-    weight (:func:`query_part_weights`), the row then made unit length, so a question's score
-    against a passage (:func:`concatenate_passages`) is the weighted mean of the parts' cosines
-    up to one factor per question, which no ranking sees. A part is not run for the questions
-    that give it no weight."""
-    weights = np.array([query_part_weights(names, text) for text in texts], dtype=np.float32)
+    """Questions' vectors from models side by side: each part's unit vector (of the text
+    :func:`query_part_inputs` gives it) scaled by its weight, the row then made unit length, so a
+    question's score against a passage (:func:`concatenate_passages`) is the weighted mean of
+    the parts' cosines up to one factor per question, which no ranking sees. A part is not run
+    for the questions that give it no weight."""
+    inputs = [query_part_inputs(names, text) for text in texts]
+    weights = np.array([[w for w, _ in row] for row in inputs], dtype=np.float32).reshape(
+        len(texts), len(names)
+    )
     matrix = np.zeros((len(texts), sum(dimensions)), dtype=np.float32)
     start = 0
     for part, (encode, dimension) in enumerate(zip(parts, dimensions, strict=True)):
         rows = np.flatnonzero(weights[:, part] > 0)
         if len(rows):
-            block = encode([texts[int(i)] for i in rows]) * weights[rows, part : part + 1]
+            block = encode([inputs[int(i)][part][1] for i in rows]) * weights[rows, part : part + 1]
             matrix[rows, start : start + dimension] = block
         start += dimension
     return _unit_rows(matrix)

@@ -16,6 +16,8 @@ from opsassist.embedding import (
     USE_MODEL,
     concatenate_queries,
     embed_texts,
+    english_view,
+    query_part_inputs,
     query_part_weights,
 )
 from opsassist.embedding_onnx import query_encoder
@@ -36,6 +38,23 @@ def test_weights_follow_the_question_language() -> None:
     assert query_part_weights([MINILM_MODEL], "нет лидера") == [1.0]
 
 
+def test_the_english_only_part_reads_a_russian_questions_english_view() -> None:
+    question = "под в CrashLoopBackOff постоянно перезапускается"
+    view = english_view(question)
+    words = view.split()
+    assert words[0] == "CrashLoopBackOff" and "pod" in words and "restart" in words
+    assert not any("а" <= ch <= "я" for ch in view)  # no Cyrillic left
+    (minilm_weight, minilm_text), (use_weight, use_text) = query_part_inputs(PAIR, question)
+    assert minilm_weight + use_weight == pytest.approx(1.0)
+    assert minilm_text == view and use_text == question  # USE reads the Russian itself
+    assert minilm_weight == pytest.approx(ENGLISH_ONLY_QUERY_WEIGHT["ru"])
+    # an English question is read as it is
+    assert query_part_inputs(PAIR, "pod keeps restarting")[0][1] == "pod keeps restarting"
+    # nothing an English-only model can read: the multilingual part alone
+    assert english_view("привет как дела") == ""
+    assert query_part_weights(PAIR, "привет как дела") == [0.0, 1.0]
+
+
 def test_a_part_without_weight_is_not_run_and_rows_are_unit_length() -> None:
     calls: list[list[str]] = []
 
@@ -52,7 +71,8 @@ def test_a_part_without_weight_is_not_run_and_rows_are_unit_length() -> None:
     assert np.allclose(np.linalg.norm(matrix, axis=1), 1.0)
     en_weight, ru_weight = ENGLISH_ONLY_QUERY_WEIGHT["en"], ENGLISH_ONLY_QUERY_WEIGHT["ru"]
     if en_weight == 1.0:  # the multilingual part is asked for the Russian question only
-        assert calls == [texts, [texts[1]]]
+        # and the English-only part reads the Russian question's English view
+        assert calls == [[texts[0], english_view(texts[1])], [texts[1]]]
         assert not matrix[0, 4:].any()
     # the Russian row: the parts' norms in the ratio of their weights
     ratio = np.linalg.norm(matrix[1, :4]) / np.linalg.norm(matrix[1, 4:])
@@ -69,8 +89,9 @@ def test_onnx_and_torch_pair_vectors_agree_and_score_as_weighted_cosines(tmp_pat
     minilm = embed_texts(["Node filesystem space is filling up"], MINILM_MODEL)[0]
     use = embed_texts(["Node filesystem space is filling up"], USE_MODEL)[0]
     for question, row in zip(questions, fast, strict=True):
-        weights = query_part_weights(PAIR, question)
-        q_minilm = embed_texts([question], MINILM_MODEL, role="query")[0]
+        (minilm_weight, minilm_text), (use_weight, _) = query_part_inputs(PAIR, question)
+        weights = [minilm_weight, use_weight]
+        q_minilm = embed_texts([minilm_text], MINILM_MODEL, role="query")[0]
         q_use = embed_texts([question], USE_MODEL, role="query")[0]
         weighted = weights[0] * float(q_minilm @ minilm) + weights[1] * float(q_use @ use)
         norm = float(np.hypot(weights[0], weights[1])) * np.sqrt(2)
