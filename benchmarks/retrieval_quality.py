@@ -70,7 +70,7 @@ def fusion_grid(quick: bool, weights: list[float] | None = None) -> list[dict[st
         {"fusion": "weighted", "rrf_k": 60, "fusion_vector_weight": w}
         for w in weights or (0.3, 0.5, 0.7)
     ]
-    candidates = [50] if quick else [20, 50, 100]
+    candidates = [30] if quick else [20, 30, 50, 100]
     return [method | {"candidates_per_list": n} for n in candidates for method in methods]
 
 

@@ -165,7 +165,9 @@ class Settings(BaseSettings):
     )
     rrf_k: int = Field(default=60, description="Reciprocal-rank-fusion constant.")
     candidates_per_list: int = Field(
-        default=50, description="Results taken from each of BM25 and vector before fusion."
+        default=30,
+        description="Results taken from each of BM25 and vector before fusion and re-ranking "
+        "(a hybrid search returns at most their union).",
     )
     reranker: bool = Field(
         default=True,

@@ -103,7 +103,7 @@ def test_a_russian_question_fills_the_russian_features_through_the_glossary() ->
     assert f[CRASH]["title_overlap"] > 0  # "под" adds "pod" to the question's words
 
 
-def test_rerank_moves_documents_and_keeps_their_chunks_together() -> None:
+def test_rerank_moves_documents_and_puts_each_ones_best_chunk_first() -> None:
     lexical, semantic, fused, rows = lists()
     title_only = np.zeros(len(FEATURES))
     title_only[FEATURES.index("title_overlap")] = 1.0
@@ -111,10 +111,14 @@ def test_rerank_moves_documents_and_keeps_their_chunks_together() -> None:
     ranked = rerank("why is etcd without a leader", lexical, semantic, fused, rows, model)
     order = [rows[i].row["source"] for i, _ in ranked]
     assert order[0] == ETCD  # its title matches: first under this model, third when fused
-    assert order == [ETCD, CRASH, CRASH, NOT_READY]
+    # every document's best chunk first, in re-ranked order; then the second chunks
+    assert order == [ETCD, CRASH, NOT_READY, CRASH]
+    crash = [i for i, _ in ranked if rows[i].row["source"] == CRASH]
+    assert crash == [i for i, _ in fused if rows[i].row["source"] == CRASH]  # fused order kept
     assert sorted(i for i, _ in ranked) == sorted(rows)  # no chunk lost or repeated
-    scores = [s for _, s in ranked]
-    assert scores == sorted(scores, reverse=True)
+    scores = dict(ranked)
+    assert scores[crash[0]] == scores[crash[1]]  # a chunk carries its document's score
+    assert [scores[i] for i, _ in ranked[:3]] == sorted(scores.values(), reverse=True)[:3]
     assert rerank("x", [], [], [], {}, model) == []
 
 

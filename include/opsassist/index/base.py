@@ -227,8 +227,10 @@ def candidate_lists(
     fusion: FusionConfig,
     embed: Callable[[str], np.ndarray] | None = None,
 ) -> Candidates:
-    """BM25 and vector lists of ``query`` on a version and their fusion (no re-ranking)."""
-    n = max(fusion.candidates, query.k)
+    """BM25 and vector lists of ``query`` on a version and their fusion (no re-ranking). A
+    hybrid query takes ``fusion.candidates`` from each list whatever its ``k`` (so an evaluation
+    asking for 50 chunks ranks what the chat server's searches rank); a single list, ``k``."""
+    n = fusion.candidates if query.mode == "hybrid" else max(fusion.candidates, query.k)
     lexical: list[RankedRow] = []
     semantic: list[RankedRow] = []
     want_lexical = query.mode in ("hybrid", "bm25") and bool(query.text.strip())

@@ -1,5 +1,5 @@
 """A learned re-ranking stage after fusion: the fused candidates' documents ordered by a linear
-model of LLM-free features, their chunks kept together under each document.
+model of LLM-free features.
 
 Fusion sees two ranks per chunk and nothing else. The features below add what RRF throws away
 (how far ahead a BM25 or vector score is, not only its rank), the question's language (Russian
@@ -142,15 +142,21 @@ def rerank(
     rows: Mapping[str, Row],
     model: RerankModel,
 ) -> list[tuple[str, float]]:
-    """Chunk ids with their document's model score, best document first (ties keep the fused
-    order), each document's chunks together in fused order."""
+    """Chunk ids with their document's model score: the best chunk of every document first,
+    best document first (ties keep the fused order), then every document's second chunk, and so
+    on. A short top k (the chat's) so holds several runbooks, and a document's first appearance
+    is its re-ranked place."""
     if not fused:
         return []
     documents, chunks, matrix = document_features(question, lexical, semantic, fused, rows)
     scores = matrix @ model.weights
     order = np.argsort(-scores, kind="stable")
+    depth = max(len(ids) for ids in chunks.values())
     return [
-        (chunk_id, round(float(scores[i]), 6)) for i in order for chunk_id in chunks[documents[i]]
+        (chunks[documents[i]][level], round(float(scores[i]), 6))
+        for level in range(depth)
+        for i in order
+        if level < len(chunks[documents[i]])
     ]
 
 
