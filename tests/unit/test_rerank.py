@@ -111,8 +111,17 @@ def test_rerank_moves_documents_and_puts_each_ones_best_chunk_first() -> None:
     ranked = rerank("why is etcd without a leader", lexical, semantic, fused, rows, model)
     order = [rows[i].row["source"] for i, _ in ranked]
     assert order[0] == ETCD  # its title matches: first under this model, third when fused
-    # every document's best chunk first, in re-ranked order; then the second chunks
+    # the best document's chunks (one here), every other document's best chunk, then the rest
     assert order == [ETCD, CRASH, NOT_READY, CRASH]
+    crash_first = np.zeros(len(FEATURES))
+    crash_first[FEATURES.index("bm25_relative")] = 1.0
+    by_bm25 = [
+        rows[i].row["source"]
+        for i, _ in rerank(
+            "x", lexical, semantic, fused, rows, RerankModel("runbook", crash_first, {})
+        )
+    ]
+    assert by_bm25 == [CRASH, CRASH, NOT_READY, ETCD]  # two sections of the best runbook first
     crash = [i for i, _ in ranked if rows[i].row["source"] == CRASH]
     assert crash == [i for i, _ in fused if rows[i].row["source"] == CRASH]  # fused order kept
     assert sorted(i for i, _ in ranked) == sorted(rows)  # no chunk lost or repeated

@@ -40,6 +40,7 @@ FEATURES: tuple[str, ...] = (
     "chunks",  # how many of its chunks are candidates (capped at 10, over 10)
 )
 WEIGHTS_FILE = "rerank_weights.json"
+PRIMARY_CHUNKS = 2  # the best document's sections kept together at the top
 
 _WORD = re.compile(r"[a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -142,22 +143,25 @@ def rerank(
     rows: Mapping[str, Row],
     model: RerankModel,
 ) -> list[tuple[str, float]]:
-    """Chunk ids with their document's model score: the best chunk of every document first,
-    best document first (ties keep the fused order), then every document's second chunk, and so
-    on. A short top k (the chat's) so holds several runbooks, and a document's first appearance
-    is its re-ranked place."""
+    """Chunk ids with their document's model score, documents in re-ranked order (ties keep the
+    fused order) and each document's chunks in fused order: the best document's first
+    :data:`PRIMARY_CHUNKS` chunks, then every other document's best chunk, then the rest round by
+    round. A short top k (the chat's 4) so holds two sections of the runbook the answer quotes and
+    the next runbooks for "Also relevant"; a document's first appearance is its re-ranked place."""
     if not fused:
         return []
     documents, chunks, matrix = document_features(question, lexical, semantic, fused, rows)
     scores = matrix @ model.weights
-    order = np.argsort(-scores, kind="stable")
-    depth = max(len(ids) for ids in chunks.values())
-    return [
-        (chunks[documents[i]][level], round(float(scores[i]), 6))
-        for level in range(depth)
-        for i in order
-        if level < len(chunks[documents[i]])
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    best = chunks[documents[order[0]]]
+    ranked = [(chunk_id, scores[order[0]]) for chunk_id in best[:PRIMARY_CHUNKS]]
+    rest = {i: chunks[documents[i]] for i in order}
+    rest[order[0]] = best[PRIMARY_CHUNKS:]
+    depth = max(len(ids) for ids in rest.values())
+    ranked += [
+        (rest[i][level], scores[i]) for level in range(depth) for i in order if level < len(rest[i])
     ]
+    return [(chunk_id, round(float(score), 6)) for chunk_id, score in ranked]
 
 
 def parse_models(payload: Mapping[str, Any]) -> dict[str, RerankModel]:
