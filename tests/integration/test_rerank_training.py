@@ -40,7 +40,8 @@ def test_train_writes_weights_that_search_and_evaluation_use(
     weights = tmp_path / "weights.json"
     result = CliRunner().invoke(app, ["reranker", "train", "--out", str(weights)])
     assert result.exit_code == 0, result.output
-    assert "dev questions" in result.stdout and "leave-one-folder-out" in result.stdout
+    # the summary is a status line: on stderr, like every other command's
+    assert "dev questions" in result.stderr and "leave-one-folder-out" in result.stderr
     model = json.loads(weights.read_text())["models"]["runbook"]
     assert model["features"] == list(FEATURES) and len(model["weights"]) == len(FEATURES)
     trained = model["trained"]

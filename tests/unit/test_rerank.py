@@ -15,7 +15,7 @@ from opsassist.evaluation.rerank_training import (
     mean_scores,
     rankings,
 )
-from opsassist.index.base import RankedRow
+from opsassist.index.base import Candidates, RankedRow
 from opsassist.index.fusion import reciprocal_rank_fusion
 from opsassist.index.rerank import (
     FEATURES,
@@ -46,7 +46,7 @@ NOT_READY = "kubernetes/KubePodNotReady.md"
 ETCD = "etcd/etcdNoLeader.md"
 
 
-def lists() -> tuple[list[RankedRow], list[RankedRow], list[tuple[str, float]], dict]:
+def lists() -> tuple[Candidates, dict[str, RankedRow]]:
     lexical = [
         row("c1", 9.0, CRASH, "Kube Pod Crash Looping", "Diagnosis"),
         row("n1", 8.5, NOT_READY, "Kube Pod Not Ready"),
@@ -60,8 +60,8 @@ def lists() -> tuple[list[RankedRow], list[RankedRow], list[tuple[str, float]], 
     fused = reciprocal_rank_fusion(
         [[(r.id, r.score) for r in lexical], [(r.id, r.score) for r in semantic]], [0.5, 0.5]
     )
-    rows = {r.id: r for r in semantic} | {r.id: r for r in lexical}
-    return lexical, semantic, fused, rows
+    found = Candidates(lexical, semantic, fused)
+    return found, found.rows
 
 
 def test_stems_split_alert_names_and_keep_five_letters() -> None:
@@ -70,10 +70,9 @@ def test_stems_split_alert_names_and_keep_five_letters() -> None:
 
 
 def test_features_per_document_in_fused_order() -> None:
-    lexical, semantic, fused, rows = lists()
-    documents, chunks, matrix = document_features(
-        "the pod is crash looping", lexical, semantic, fused, rows
-    )
+    found, _ = lists()
+    fused = found.fused
+    documents, chunks, matrix = document_features("the pod is crash looping", found)
     assert documents[0] == CRASH and set(documents) == {CRASH, NOT_READY, ETCD}
     assert chunks[CRASH] == [i for i, _ in fused if i in ("c1", "c2")]  # fused order kept
     f = {doc: dict(zip(FEATURES, matrix[i], strict=True)) for i, doc in enumerate(documents)}
@@ -93,10 +92,8 @@ def test_features_per_document_in_fused_order() -> None:
 
 
 def test_a_russian_question_fills_the_russian_features_through_the_glossary() -> None:
-    lexical, semantic, fused, rows = lists()
-    documents, _, matrix = document_features(
-        "под постоянно перезапускается", lexical, semantic, fused, rows
-    )
+    found, _ = lists()
+    documents, _, matrix = document_features("под постоянно перезапускается", found)
     f = {doc: dict(zip(FEATURES, matrix[i], strict=True)) for i, doc in enumerate(documents)}
     assert f[ETCD]["russian_vector_cosine"] == pytest.approx(0.61)
     assert f[CRASH]["russian_bm25_relative"] == 1.0
@@ -104,11 +101,12 @@ def test_a_russian_question_fills_the_russian_features_through_the_glossary() ->
 
 
 def test_rerank_moves_documents_and_puts_each_ones_best_chunk_first() -> None:
-    lexical, semantic, fused, rows = lists()
+    found, rows = lists()
+    fused = found.fused
     title_only = np.zeros(len(FEATURES))
     title_only[FEATURES.index("title_overlap")] = 1.0
     model = RerankModel("runbook", title_only, {})
-    ranked = rerank("why is etcd without a leader", lexical, semantic, fused, rows, model)
+    ranked = rerank("why is etcd without a leader", found, model)
     order = [rows[i].row["source"] for i, _ in ranked]
     assert order[0] == ETCD  # its title matches: first under this model, third when fused
     # the best document's chunks (one here), every other document's best chunk, then the rest
@@ -117,9 +115,7 @@ def test_rerank_moves_documents_and_puts_each_ones_best_chunk_first() -> None:
     crash_first[FEATURES.index("bm25_relative")] = 1.0
     by_bm25 = [
         rows[i].row["source"]
-        for i, _ in rerank(
-            "x", lexical, semantic, fused, rows, RerankModel("runbook", crash_first, {})
-        )
+        for i, _ in rerank("x", found, RerankModel("runbook", crash_first, {}))
     ]
     assert by_bm25 == [CRASH, CRASH, NOT_READY, ETCD]  # two sections of the best runbook first
     crash = [i for i, _ in ranked if rows[i].row["source"] == CRASH]
@@ -128,7 +124,7 @@ def test_rerank_moves_documents_and_puts_each_ones_best_chunk_first() -> None:
     scores = dict(ranked)
     assert scores[crash[0]] == scores[crash[1]]  # a chunk carries its document's score
     assert [scores[i] for i, _ in ranked[:3]] == sorted(scores.values(), reverse=True)[:3]
-    assert rerank("x", [], [], [], {}, model) == []
+    assert rerank("x", Candidates([], [], []), model) == []
 
 
 def test_the_packaged_weights_load_and_a_mismatched_file_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -182,3 +178,16 @@ def test_leave_one_folder_out_never_fits_on_the_folder_it_ranks() -> None:
     held_out = leave_one_folder_out(a + b)
     # fitted on folder a alone, feature 0 puts b's distractor first
     assert mean_scores(b, held_out)["mrr_at_10"] == 0.5
+
+
+def test_the_best_documents_third_chunk_waits_for_the_other_documents() -> None:
+    found, rows = lists()
+    extra = row("c3", 2.0, CRASH, "Kube Pod Crash Looping", "Impact")
+    found = Candidates([*found.lexical, extra], found.semantic, [*found.fused, ("c3", 0.001)])
+    rows = found.rows
+    bm25_only = np.zeros(len(FEATURES))
+    bm25_only[FEATURES.index("bm25_relative")] = 1.0
+    ranked = rerank("x", found, RerankModel("runbook", bm25_only, {}))
+    order = [rows[i].row["source"] for i, _ in ranked]
+    assert order == [CRASH, CRASH, NOT_READY, ETCD, CRASH]
+    assert ranked[-1][0] == "c3"

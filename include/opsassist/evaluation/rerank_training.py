@@ -56,9 +56,7 @@ def candidate_groups(
         item = applicable.item
         query = Query(item.question, vectors[item.id].vector, CHUNK_DEPTH, "hybrid")
         found = candidate_lists(store, version, query, fusion)
-        documents, _, matrix = document_features(
-            item.question, found.lexical, found.semantic, found.fused, found.rows
-        )
+        documents, _, matrix = document_features(item.question, found)
         relevant = np.array([d in applicable.relevant for d in documents], dtype=bool)
         groups.append(Group(applicable, documents, matrix, relevant))
     return groups

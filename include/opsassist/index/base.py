@@ -293,9 +293,9 @@ def hybrid_search(
     if query.mode == "hybrid" and fusion.rerank_weights is not None:
         from opsassist.index.rerank import model_for, rerank
 
-        model = model_for(rows, ranked, fusion.rerank_weights)
+        model = model_for(found, fusion.rerank_weights)
         if model is not None:
-            ranked = rerank(query.text, found.lexical, found.semantic, ranked, rows, model)
+            ranked = rerank(query.text, found, model)
     bm25_rank = {r.id: i + 1 for i, r in enumerate(found.lexical)}
     vector_rank = {r.id: i + 1 for i, r in enumerate(found.semantic)}
     similarity = {r.id: r.score for r in found.semantic}

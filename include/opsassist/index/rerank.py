@@ -22,9 +22,11 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from opsassist.index.base import Candidates, RankedRow
 
 FEATURES: tuple[str, ...] = (
     "fused_reciprocal_rank",  # 1 / the document's rank after fusion
@@ -50,12 +52,6 @@ _GENERIC = frozenset({"the", "is", "on", "in", "of", "to", "and", "for", "high",
 _GENERIC |= {"faili", "error"}
 
 
-class Row(Protocol):
-    id: str
-    score: float
-    row: dict[str, object]
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class RerankModel:
     source_type: str
@@ -74,17 +70,14 @@ def _overlap(heading: str, words: set[str]) -> float:
 
 
 def document_features(
-    question: str,
-    lexical: Sequence[Row],
-    semantic: Sequence[Row],
-    fused: Sequence[tuple[str, float]],
-    rows: Mapping[str, Row],
+    question: str, found: Candidates
 ) -> tuple[list[str], dict[str, list[str]], np.ndarray]:
     """The candidate documents (best fused first), each one's chunk ids in fused order, and a
     matrix of :data:`FEATURES`, one row per document."""
     from opsassist.glossary import expand_query
     from opsassist.language import detect_language
 
+    lexical, semantic, fused, rows = found.lexical, found.semantic, found.fused, found.rows
     russian = 1.0 if detect_language(question) == "ru" else 0.0
     words = stems(expand_query(question))
 
@@ -99,7 +92,7 @@ def document_features(
     documents = list(chunks)
     top_fused = fused[0][1] if fused and fused[0][1] > 0 else 1.0
 
-    def by_document(results: Sequence[Row]) -> tuple[dict[str, int], dict[str, float]]:
+    def by_document(results: Sequence[RankedRow]) -> tuple[dict[str, int], dict[str, float]]:
         rank: dict[str, int] = {}
         best: dict[str, float] = {}
         for row in results:
@@ -135,33 +128,29 @@ def document_features(
     return documents, chunks, matrix
 
 
-def rerank(
-    question: str,
-    lexical: Sequence[Row],
-    semantic: Sequence[Row],
-    fused: Sequence[tuple[str, float]],
-    rows: Mapping[str, Row],
-    model: RerankModel,
-) -> list[tuple[str, float]]:
+def rerank(question: str, found: Candidates, model: RerankModel) -> list[tuple[str, float]]:
     """Chunk ids with their document's model score, documents in re-ranked order (ties keep the
     fused order) and each document's chunks in fused order: the best document's first
     :data:`PRIMARY_CHUNKS` chunks, then every other document's best chunk, then the rest round by
     round. A short top k (the chat's 4) so holds two sections of the runbook the answer quotes and
     the next runbooks for "Also relevant"; a document's first appearance is its re-ranked place."""
-    if not fused:
+    if not found.fused:
         return []
-    documents, chunks, matrix = document_features(question, lexical, semantic, fused, rows)
+    documents, chunks, matrix = document_features(question, found)
     scores = matrix @ model.weights
-    order = [int(i) for i in np.argsort(-scores, kind="stable")]
-    best = chunks[documents[order[0]]]
-    ranked = [(chunk_id, scores[order[0]]) for chunk_id in best[:PRIMARY_CHUNKS]]
-    rest = {i: chunks[documents[i]] for i in order}
-    rest[order[0]] = best[PRIMARY_CHUNKS:]
-    depth = max(len(ids) for ids in rest.values())
-    ranked += [
-        (rest[i][level], scores[i]) for level in range(depth) for i in order if level < len(rest[i])
+    order = np.argsort(-scores, kind="stable")
+
+    def round_of(position: int, index: int) -> int:
+        if position == 0:  # the best document: its first chunks share the first round
+            return max(0, index - PRIMARY_CHUNKS + 1)
+        return index
+
+    keyed = [
+        ((round_of(position, index), position, index), chunk_id, float(scores[i]))
+        for position, i in enumerate(order)
+        for index, chunk_id in enumerate(chunks[documents[i]])
     ]
-    return [(chunk_id, round(float(score), 6)) for chunk_id, score in ranked]
+    return [(chunk_id, round(score, 6)) for _, chunk_id, score in sorted(keyed)]
 
 
 def parse_models(payload: Mapping[str, Any]) -> dict[str, RerankModel]:
@@ -188,11 +177,9 @@ def load_models(path: str = "") -> dict[str, RerankModel]:
     return parse_models(json.loads(text))
 
 
-def model_for(
-    rows: Mapping[str, Row], fused: Sequence[tuple[str, float]], path: str
-) -> RerankModel | None:
+def model_for(found: Candidates, path: str) -> RerankModel | None:
     """The model of the top fused chunk's document kind (None: that kind has none)."""
-    if not fused:
+    if not found.fused:
         return None
-    source_type = str(rows[fused[0][0]].row.get("source_type", ""))
+    source_type = str(found.rows[found.fused[0][0]].row.get("source_type", ""))
     return load_models(path).get(source_type)
