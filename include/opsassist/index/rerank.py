@@ -47,9 +47,10 @@ PRIMARY_CHUNKS = 2  # the best document's sections kept together at the top
 _WORD = re.compile(r"[a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _STEM = 5
-# Words in many titles and headings that say nothing about which runbook is meant.
-_GENERIC = frozenset({"the", "is", "on", "in", "of", "to", "and", "for", "high", "kube", "down"})
-_GENERIC |= {"faili", "error"}
+# Stems in many titles and headings that say nothing about which runbook is meant.
+_GENERIC = frozenset(
+    {"the", "is", "on", "in", "of", "to", "and", "for", "high", "kube", "down", "faili", "error"}
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
