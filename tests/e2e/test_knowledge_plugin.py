@@ -153,12 +153,6 @@ def pending_action(dsn: str, requested_by: str) -> str:
         question="checkout pods crash-loop after the config change, restart checkout",
         verify_promql="",
         correlation_id=CORRELATION,
-        status="pending",
-        approved_by=None,
-        approved_at=None,
-        approval_via=None,
-        dag_run_id=None,
-        result=None,
     )
     AgentStore(dsn).create_action(action)
     return action.id

@@ -154,12 +154,6 @@ def pending_action(store: AgentStore, requested_by: str = "alice") -> Action:
         question="payments api keeps crashing, restart it",
         verify_promql="",
         correlation_id="test",
-        status="pending",
-        approved_by=None,
-        approved_at=None,
-        approval_via=None,
-        dag_run_id=None,
-        result=None,
     )
     store.create_action(action)
     return action

@@ -254,12 +254,6 @@ class Agent:
             question=redact_text(question[:500]),
             verify_promql=verify_promql(call),
             correlation_id=get_correlation_id(),
-            status="pending",
-            approved_by=None,
-            approved_at=None,
-            approval_via=None,
-            dag_run_id=None,
-            result=None,
         )
         self.store.create_action(action)
         self.store.audit(

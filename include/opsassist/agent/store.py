@@ -83,12 +83,13 @@ class Action:
     question: str
     verify_promql: str
     correlation_id: str
-    status: str
-    approved_by: str | None
-    approved_at: dt.datetime | None
-    approval_via: str | None
-    dag_run_id: str | None
-    result: dict[str, Any] | None
+    # a new action is pending, neither approved nor run
+    status: str = "pending"
+    approved_by: str | None = None
+    approved_at: dt.datetime | None = None
+    approval_via: str | None = None
+    dag_run_id: str | None = None
+    result: dict[str, Any] | None = None
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         return (now or dt.datetime.now(dt.UTC)) >= self.expires_at
