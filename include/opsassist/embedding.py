@@ -154,11 +154,9 @@ def english_view(text: str) -> str:
     """What an English-only model can read of a Russian question: its Latin-script words (alert
     names, commands, resource kinds) and the English terms the glossaries give for its Russian
     words and phrases (empty when it has none)."""
-    from opsassist.glossary import concept_terms, russian_terms
+    from opsassist.glossary import glossary_terms
 
-    terms = russian_terms(text)
-    terms += [t for t in concept_terms(text) if t not in terms]
-    return " ".join([*_LATIN_WORD.findall(text), *terms])
+    return " ".join([*_LATIN_WORD.findall(text), *glossary_terms(text)])
 
 
 def query_part_inputs(names: Sequence[str], text: str) -> list[tuple[float, str]]:

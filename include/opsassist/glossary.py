@@ -123,9 +123,14 @@ def russian_terms(text: str) -> list[str]:
     return added
 
 
-def expand_query(text: str) -> str:
-    """``text`` followed by the terms its Russian words and concept phrases stand for
-    (unchanged without any)."""
+def glossary_terms(text: str) -> list[str]:
+    """The terms ``text``'s Russian words and then its concept phrases stand for, each once."""
     added = russian_terms(text)
     added += [terms for terms in concept_terms(text) if terms not in added]
+    return added
+
+
+def expand_query(text: str) -> str:
+    """``text`` followed by :func:`glossary_terms` (unchanged without any)."""
+    added = glossary_terms(text)
     return f"{text} {' '.join(added)}" if added else text
