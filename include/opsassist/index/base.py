@@ -214,10 +214,10 @@ class Candidates:
     lexical: list[RankedRow]
     semantic: list[RankedRow]
     fused: list[tuple[str, float]]  # (chunk id, score): hybrid fusion, or the one list searched
+    rows: dict[str, RankedRow] = dataclasses.field(init=False)  # both lists' rows by chunk id
 
-    @property
-    def rows(self) -> dict[str, RankedRow]:
-        return {r.id: r for r in self.semantic} | {r.id: r for r in self.lexical}
+    def __post_init__(self) -> None:
+        self.rows = {r.id: r for r in self.semantic} | {r.id: r for r in self.lexical}
 
 
 def candidate_lists(
