@@ -31,7 +31,7 @@ from typing import Any
 
 from benchmarks._common import emit, machine
 from opsassist.embedding import model_dimension
-from opsassist.evaluation.evalset import applicable, load_evalset
+from opsassist.evaluation.evalset import EvalSet, applicable, load_evalset
 from opsassist.evaluation.rerank_training import (
     candidate_groups,
     weights_payload,
@@ -40,6 +40,7 @@ from opsassist.evaluation.rerank_training import leave_one_folder_out as rerank_
 from opsassist.evaluation.rerank_training import mean_scores as rerank_scores
 from opsassist.evaluation.runner import (
     EvalReport,
+    QueryVector,
     document_refs,
     embed_questions,
     evaluate_version,
@@ -140,16 +141,20 @@ def folder_of(relevant: tuple[str, ...]) -> str:
     return relevant[0].split("/", 1)[0] if relevant and "/" in relevant[0] else "."
 
 
-def leave_one_folder_out(settings: Settings, store: EmbeddedIndexStore, version: str) -> dict:
+def leave_one_folder_out(
+    settings: Settings,
+    store: EmbeddedIndexStore,
+    version: str,
+    evalset: EvalSet,
+    vectors: dict[str, QueryVector],
+) -> dict:
     """Each folder's questions scored with the settings chosen on the *other* folders' dev
     questions (fusion points of the quick grid, glossary on and off), beside the defaults.
 
     A choice that only fits one folder shows as a folder whose own score under the choice made
     without it is below its score under the defaults (or as choices that differ by folder).
     """
-    evalset = load_evalset(settings.evalsets_dir, "runbooks")
     items = applicable(evalset.items, document_refs(store, version, False))
-    vectors = embed_questions(evalset.items, settings.embedding_model, settings.embedding_device)
     points = [
         point | {"query_glossary": glossary}
         for point in fusion_grid(True)
@@ -255,6 +260,8 @@ def reranker_checks(
     settings: Settings,
     store: EmbeddedIndexStore,
     version: str,
+    evalset: EvalSet,
+    vectors: dict[str, QueryVector],
     log: bool,
     train_to: Path | None,
 ) -> dict[str, Any]:
@@ -263,11 +270,7 @@ def reranker_checks(
     ``train_to``: also write weights fitted on every dev question there (the packaged file)."""
     off = settings.model_copy(update={"reranker": False})
     fused = evaluate_set(off, "runbooks", version, store=store, log_to_mlflow=log)
-    evalset = load_evalset(settings.evalsets_dir, "runbooks")
     items = applicable(evalset.items, document_refs(store, version, False))
-    vectors = embed_questions(
-        [a.item for a in items], settings.embedding_model, settings.embedding_device
-    )
     groups = candidate_groups(store, version, items, vectors, fusion_config(off))
     lofo = rerank_lofo(groups)
     out: dict[str, Any] = {"fused_table": table(fused.report), "lofo": {}}
@@ -301,9 +304,14 @@ def evaluate_default(
     result = evaluate_set(settings, "runbooks", version, store=builder.store, log_to_mlflow=log)
     out: dict[str, Any] = {"runbooks": result.to_json(), "runbooks_ratios": ratios(result.report)}
     out["runbooks_table"] = table(result.report)
-    out["lofo"] = leave_one_folder_out(settings, builder.store, version)
+    # every question embedded once for both leave-one-folder-out checks
+    evalset = load_evalset(settings.evalsets_dir, "runbooks")
+    vectors = embed_questions(evalset.items, settings.embedding_model, settings.embedding_device)
+    out["lofo"] = leave_one_folder_out(settings, builder.store, version, evalset, vectors)
     out["lofo_table"] = lofo_table(out["lofo"])
-    out["reranker"] = reranker_checks(settings, builder.store, version, log, train_to)
+    out["reranker"] = reranker_checks(
+        settings, builder.store, version, evalset, vectors, log, train_to
+    )
     # the plain baseline, same run and questions: RRF of BM25 and MiniLM vectors, no glossary
     plain = settings.model_copy(
         update={"embedding_model": BASELINE_MODEL, "query_glossary": False, "reranker": False}
