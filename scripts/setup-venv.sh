@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "setup-venv: creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-if ! "$VENV/bin/uv" --version 2>/dev/null | grep -q "$UV_VERSION"; then
+if [[ "$("$VENV/bin/uv" --version 2>/dev/null)" != *"$UV_VERSION"* ]]; then
     "$VENV/bin/python" -m pip install --quiet "uv==$UV_VERSION"
 fi
 STAMP="$VENV/.opsassist-lock.sha256"

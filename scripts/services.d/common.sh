@@ -19,6 +19,17 @@ say() { printf 'services: %s\n' "$*"; }
 err() { printf 'services: %s\n' "$*" >&2; }
 
 # Seconds since a ${EPOCHREALTIME} value, one decimal.
+# in_list WORD ITEM...: WORD is one of the ITEMs. (Not `printf | grep -qx`: under pipefail that
+# pipeline fails at random when grep exits on its match before printf has written everything.)
+in_list() {
+    local word="$1" item
+    shift
+    for item in "$@"; do
+        [ "$item" = "$word" ] && return 0
+    done
+    return 1
+}
+
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", b - a }'; }
 
 # Prints the last lines of a log to stderr, indented, after a one-line error.
