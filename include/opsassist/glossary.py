@@ -57,8 +57,9 @@ def load_glossary(language: str = "ru") -> tuple[tuple[str, str], ...]:
             continue
         stem, _, terms = line.partition("\t")
         if stem.strip() and terms.strip():
-            pairs.append((stem.strip().lower(), terms.strip()))
-    return tuple(sorted(pairs, key=lambda pair: -len(pair[0])))
+            pairs.append((_normalise(stem.strip()), terms.strip()))
+    unique = dict(reversed(pairs))  # after ё -> е a stem may be listed twice: the first one wins
+    return tuple(sorted(unique.items(), key=lambda pair: -len(pair[0])))
 
 
 def _normalise(text: str) -> str:
@@ -114,7 +115,7 @@ def russian_terms(text: str) -> list[str]:
     """The English terms of ``text``'s Russian words, each list once."""
     glossary = load_glossary("ru")
     added: list[str] = []
-    for word in _WORD.findall(text.lower()):
+    for word in _WORD.findall(_normalise(text)):
         for stem, terms in glossary:
             if word.startswith(stem):
                 if terms not in added:

@@ -28,10 +28,35 @@ def test_the_longest_stem_wins() -> None:
     assert "inodes" in expand_query("кончились иноды")  # иноды, not инод
 
 
+def test_yo_and_ye_spellings_are_one_word() -> None:
+    assert expand_query("очередь растёт") == "очередь растёт queue growing increase high"
+    assert expand_query("очередь растет").endswith(" queue growing increase high")
+    assert "expired" in expand_query("сертификат истек")  # the glossary spells it истёк
+    stems = [stem for stem, _ in load_glossary()]
+    assert len(stems) == len(set(stems)) and not any("ё" in stem for stem in stems)
+
+
+@pytest.mark.parametrize(
+    ("question", "term"),
+    [
+        ("прометей не видит цели", "prometheus"),
+        ("кублет на ноде не отвечает", "kubelet"),
+        ("оом на подах после релиза", "oom"),
+        ("в пространстве имён кончаются ресурсы", "namespace"),
+        ("сертификат клиента не продлевается", "renewal"),
+    ],
+)
+def test_spoken_and_transliterated_names_find_their_english_term(question: str, term: str) -> None:
+    assert term in expand_query(question)[len(question) :].split()
+
+
 @pytest.mark.parametrize(
     ("question", "terms"),
     [
         ("the cluster's key-value store is close to its size limit", "etcd"),
+        ("is our dead man's switch still reaching the pager?", "watchdog"),
+        ("постоянно горящий алерт перестал приходить", "watchdog"),
+        ("samples arrive out of order", "out of order timestamps"),
         ("the key value store lost quorum", "etcd"),
         ("pods get OOMKilled under load", "memory"),  # a stem: oom*
         ("nothing reaches PagerDuty any more", "alertmanager notifications"),
