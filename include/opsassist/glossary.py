@@ -111,12 +111,23 @@ def concept_terms(text: str) -> list[str]:
     return found
 
 
+@lru_cache(maxsize=4)
+def _stems_by_prefix(language: str = "ru") -> dict[str, tuple[tuple[str, str], ...]]:
+    """:func:`load_glossary`'s pairs by their stem's first letters, longest stem first."""
+    buckets: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for stem, terms in load_glossary(language):
+        if len(stem) < _BUCKET:
+            raise ValueError(f"glossary {language}: stem {stem!r} shorter than {_BUCKET} letters")
+        buckets[stem[:_BUCKET]].append((stem, terms))
+    return {key: tuple(value) for key, value in buckets.items()}
+
+
 def russian_terms(text: str) -> list[str]:
     """The English terms of ``text``'s Russian words, each list once."""
-    glossary = load_glossary("ru")
+    stems = _stems_by_prefix("ru")
     added: list[str] = []
     for word in _WORD.findall(_normalise(text)):
-        for stem, terms in glossary:
+        for stem, terms in stems.get(word[:_BUCKET], ()):
             if word.startswith(stem):
                 if terms not in added:
                     added.append(terms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -26,6 +27,13 @@ def test_the_longest_stem_wins() -> None:
     stems = [stem for stem, _ in load_glossary()]
     assert stems == sorted(stems, key=len, reverse=True)
     assert "inodes" in expand_query("кончились иноды")  # иноды, not инод
+
+
+def test_every_stem_can_match_a_russian_word() -> None:
+    stems = [stem for stem, _ in load_glossary()]
+    assert all(re.fullmatch("[а-я]{3,}", stem) for stem in stems), [
+        stem for stem in stems if not re.fullmatch("[а-я]{3,}", stem)
+    ]
 
 
 def test_yo_and_ye_spellings_are_one_word() -> None:
