@@ -26,7 +26,7 @@ from opsassist.index.base import FusionConfig, IndexStore, Query, candidate_list
 from opsassist.index.rerank import FEATURES, document_features
 from opsassist.settings import Settings
 
-DEFAULT_C = 1.0  # inverse regularisation strength, chosen by leave-one-folder-out on dev
+DEFAULT_C = 0.3  # inverse regularisation strength, chosen by leave-one-folder-out on dev
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
