@@ -36,6 +36,20 @@ def test_every_stem_can_match_a_russian_word() -> None:
     ]
 
 
+def test_no_concept_phrase_is_listed_twice() -> None:
+    from collections import Counter
+
+    from opsassist.glossary import _glossary_text
+
+    phrases = Counter(
+        phrase.strip()
+        for line in _glossary_text("concepts.tsv").splitlines()
+        if line.strip() and not line.startswith("#")
+        for phrase in line.partition("\t")[0].split("|")
+    )
+    assert [phrase for phrase, count in phrases.items() if count > 1] == []
+
+
 def test_yo_and_ye_spellings_are_one_word() -> None:
     assert expand_query("очередь растёт") == "очередь растёт queue growing increase high"
     assert expand_query("очередь растет").endswith(" queue growing increase high")
@@ -64,7 +78,7 @@ def test_spoken_and_transliterated_names_find_their_english_term(question: str, 
         ("the cluster's key-value store is close to its size limit", "etcd"),
         ("is our dead man's switch still reaching the pager?", "watchdog"),
         ("постоянно горящий алерт перестал приходить", "watchdog"),
-        ("samples arrive out of order", "out of order timestamps"),
+        ("samples arrive out of order", "timestamps samples"),
         ("the key value store lost quorum", "etcd"),
         ("pods get OOMKilled under load", "memory"),  # a stem: oom*
         ("nothing reaches PagerDuty any more", "alertmanager notifications"),
