@@ -120,6 +120,17 @@ def test_composed_answer_keeps_code_blocks_whole_and_shows_retrieved_other_secti
     assert "(#example-queries-for-slow-requests)" not in text
 
 
+def test_a_paragraph_the_runbook_repeats_is_quoted_once() -> None:
+    """AlertmanagerFailedToSendAlerts' Mitigation carries its one sentence twice (re-wrapped)."""
+    send = "alertmanager/AlertmanagerFailedToSendAlerts.md"
+    source = (SHIPPED_RUNBOOKS / send).read_text()
+    sentence = "you can have a look to alert-manager logs"
+    assert " ".join(source.split()).count(sentence) == 2
+    composed = compose_answer([hit(send, "Mitigation")], {send: entry(send)}, "en")
+    assert " ".join(composed.text.split()).count(sentence) == 1
+    assert "kubectl -n monitoring logs -l 'alertmanager=main' -c alertmanager" in composed.text
+
+
 def test_a_runbook_written_as_one_section_gives_its_steps_not_just_its_first_sentence() -> None:
     one = "prometheus/PrometheusDuplicateTimestamps.md"
     composed = compose_answer([hit(one, "Overview")], {one: entry(one)}, "en")

@@ -139,6 +139,20 @@ def _within_budget(blocks: Sequence[Block], budget: int) -> tuple[list[Block], b
     return [b for i, b in enumerate(kept) if b.kind != "h" or _has_body(kept, i)], left_out
 
 
+def _distinct(blocks: Sequence[Block]) -> list[Block]:
+    """Blocks without a repeat of an earlier one (same kind and words, however wrapped): runbooks
+    sometimes carry a paragraph twice, and an answer quoting both says it twice."""
+    seen: set[tuple[str, str]] = set()
+    kept: list[Block] = []
+    for block in blocks:
+        key = (block.kind, " ".join(block.text.split()))
+        if block.kind != "h" and key in seen:
+            continue
+        seen.add(key)
+        kept.append(block)
+    return kept
+
+
 def _has_body(blocks: Sequence[Block], index: int) -> bool:
     return index + 1 < len(blocks) and blocks[index + 1].kind != "h"
 
@@ -274,7 +288,7 @@ def _primary_parts(
         budget = ROLE_CHARS
         pieces: list[str] = []
         for section in chosen:
-            blocks, left_out = _within_budget(section.blocks, budget)
+            blocks, left_out = _within_budget(_distinct(section.blocks), budget)
             budget -= sum(len(b.text) for b in blocks if b.kind != "code")
             if not blocks:
                 continue
