@@ -145,6 +145,38 @@ def test_a_runbook_written_as_one_section_gives_its_steps_not_just_its_first_sen
     assert "### Шаги" in ru and "> $ kubectl -n <namespace> get pod" in ru
 
 
+def test_a_todo_section_is_said_to_be_unwritten_not_quoted_as_a_step() -> None:
+    """PrometheusOperatorNodeLookupErrors: an unclosed code fence in Diagnosis, then a
+    Mitigation that only says TODO."""
+    lookup = "prometheus-operator/PrometheusOperatorNodeLookupErrors.md"
+    for language, heading, line in [
+        ("en", "### What to do", "_The runbook's Mitigation section is not written yet"),
+        (
+            "ru",
+            "### Что делать",
+            "_Раздел Mitigation в runbook ещё не написан: в нём только «TODO».",
+        ),
+    ]:
+        composed = compose_answer([hit(lookup, "Diagnosis")], {lookup: entry(lookup)}, language)
+        text = composed.text
+        assert "## Mitigation" not in text  # the heading is no longer read as code
+        assert "app.kubernetes.io/managed-by=prometheus-operator" in text
+        mitigation = text.split(heading, 1)[1].strip()
+        assert mitigation.startswith(line), mitigation
+        assert "> TODO" not in text
+        assert "Mitigation" in {c.section for c in composed.citations}
+
+
+def test_a_todo_line_above_real_content_is_left_out_and_the_content_kept() -> None:
+    down = "kubernetes/KubeAggregatedAPIDown.md"
+    assert "TODO" in (SHIPPED_RUNBOOKS / down).read_text()
+    text = compose_answer([hit(down, "Mitigation")], {down: entry(down)}, "en").text
+    mitigation = text.split("### What to do", 1)[1]
+    assert "TODO" not in text
+    assert "See [APIServer aggregation](https://kubernetes.io/docs/" in mitigation
+    assert "not written yet" not in text
+
+
 def test_russian_question_gets_russian_framing_and_quoted_runbook_text() -> None:
     composed = compose_answer([hit(QUOTA, "Diagnosis")], {QUOTA: entry(QUOTA)}, "ru")
     text = composed.text

@@ -59,6 +59,41 @@ def test_code_fence_comment_is_not_a_heading_and_commands_are_extracted() -> Non
     assert "kubectl -n $NAMESPACE get pod $POD" in diagnosis.commands
 
 
+UNCLOSED_FENCE = """# PrometheusOperatorNodeLookupErrors
+
+## Diagnosis
+
+- Check the kubelet Service
+```shell
+$ kubectl describe service -n kube-system kubelet
+# a shell comment in the unclosed fence
+
+## Mitigation
+
+Restart the operator.
+"""
+
+
+def test_an_unclosed_fence_ends_before_the_next_heading() -> None:
+    """The shipped PrometheusOperatorNodeLookupErrors runbook forgets to close a fence; read as
+    CommonMark, its Mitigation heading would become a line of code inside Diagnosis."""
+    runbook = parse_runbook(UNCLOSED_FENCE, "x.md")
+    assert [s.label for s in runbook.sections] == ["Diagnosis", "Mitigation"]
+    diagnosis, mitigation = runbook.sections
+    assert "# a shell comment in the unclosed fence" in diagnosis.body
+    assert "Mitigation" not in diagnosis.body
+    assert diagnosis.commands == [
+        "$ kubectl describe service -n kube-system kubelet\n# a shell comment in the unclosed fence"
+    ]
+    assert mitigation.body == "Restart the operator."
+
+
+def test_an_unclosed_fence_without_a_heading_after_it_runs_to_the_end() -> None:
+    runbook = parse_runbook("# T\n\n## Fix\n\n```\n# not a heading\nrm -rf cache\n", "t.md")
+    assert [s.label for s in runbook.sections] == ["Fix"]
+    assert runbook.sections[0].commands == ["# not a heading\nrm -rf cache"]
+
+
 def test_no_front_matter_uses_h1_as_title() -> None:
     runbook = parse_runbook("# Disk Full\n\nSome text here.\n", "node/DiskFull.md")
     assert runbook.title == "Disk Full"

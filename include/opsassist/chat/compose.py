@@ -43,6 +43,12 @@ _ROLE_WORDS: tuple[tuple[Role, tuple[str, ...]], ...] = (
     ),
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-ZА-ЯЁ`*\"(])")
+# A section left for later: its whole text is one of these words (upstream runbooks have "TODO"
+# Mitigations). Quoting it as a step reads like advice; the answer says it is not written.
+_PLACEHOLDER = re.compile(
+    r"^\W*(todo|tbd|tba|wip|fixme|n/?a|coming soon|to be (?:written|added|done|defined))\W*$",
+    re.IGNORECASE,
+)
 LEAD_CHARS = 320  # the lead and the impact line: about two sentences
 ROLE_CHARS = 2400  # text of one role (diagnosis, mitigation); code blocks are never cut
 SEE_ALSO = 2
@@ -153,6 +159,22 @@ def _distinct(blocks: Sequence[Block]) -> list[Block]:
     return kept
 
 
+def _is_placeholder(block: Block) -> bool:
+    return block.kind in ("p", "li") and bool(_PLACEHOLDER.match(block.text.strip()))
+
+
+def without_placeholders(blocks: Sequence[Block]) -> list[Block]:
+    """A section's blocks without its placeholder paragraphs (``TODO`` above a link)."""
+    return [b for b in blocks if not _is_placeholder(b)]
+
+
+def placeholder(blocks: Sequence[Block]) -> str | None:
+    """The placeholder (``TODO``...) a section says instead of any content, else None."""
+    said = [b.text.strip() for b in blocks if _is_placeholder(b)]
+    rest = [b for b in blocks if b.kind != "h" and not _is_placeholder(b)]
+    return said[0] if said and not rest else None
+
+
 def _has_body(blocks: Sequence[Block], index: int) -> bool:
     return index + 1 < len(blocks) and blocks[index + 1].kind != "h"
 
@@ -256,7 +278,7 @@ def _primary_parts(
         by_role.setdefault(role_of(section.path), []).append(section)
     parts: list[str] = []
     meaning = (by_role.get("meaning") or sections)[0] if sections else None
-    lead = lead_text(meaning.blocks) if meaning is not None else ""
+    lead = lead_text(without_placeholders(meaning.blocks)) if meaning is not None else ""
     if meaning is not None and lead and language == "en":
         parts.append(f"**{title}**: {lead} {cite(meaning)}")
     elif meaning is not None and lead:
@@ -264,7 +286,7 @@ def _primary_parts(
     else:
         parts.append(f"**{title}**")
     for impact in [s for s in by_role.get("impact", [])[:1] if s is not meaning]:
-        summary = lead_text(impact.blocks)
+        summary = lead_text(without_placeholders(impact.blocks))
         if summary:
             parts.append(
                 f"**{text['impact']}**:\n\n" + quoted(f"{summary} {cite(impact)}", language)
@@ -287,8 +309,17 @@ def _primary_parts(
             continue
         budget = ROLE_CHARS
         pieces: list[str] = []
+        unwritten: list[str] = []
         for section in chosen:
-            blocks, left_out = _within_budget(_distinct(section.blocks), budget)
+            said = placeholder(section.blocks)
+            if said is not None:
+                unwritten.append(
+                    text["unwritten"].format(section=section.label, said=said) + f" {cite(section)}"
+                )
+                continue
+            blocks, left_out = _within_budget(
+                _distinct(without_placeholders(section.blocks)), budget
+            )
             budget -= sum(len(b.text) for b in blocks if b.kind != "code")
             if not blocks:
                 continue
@@ -303,6 +334,8 @@ def _primary_parts(
             elif only_code:
                 body += f"\n\n{cite(section)}"
             pieces.append(body)
+        if not pieces and unwritten:
+            pieces = [f"_{line}_" for line in unwritten]
         if pieces:
             lead_heading = f"### {text[heading]}\n\n" if heading else ""
             parts.append(lead_heading + "\n\n".join(pieces))
@@ -325,7 +358,7 @@ def _see_also(
         name = str(entry.get("alert") or entry.get("title") or hit.title or hit.source)
         sections = pack_sections(entry) or hit_sections(runbook_hits, hit.source)
         meaning = next((s for s in sections if role_of(s.path) == "meaning"), None)
-        summary = lead_text(meaning.blocks, 200) if meaning else ""
+        summary = lead_text(without_placeholders(meaning.blocks), 200) if meaning else ""
         if meaning is not None:
             n = numbering.number(None, hit.source, meaning.label, name)
         else:

@@ -17,6 +17,7 @@ LABELS: dict[Language, dict[str, str]] = {
         "signals": "Recent signals",
         "sources": "Sources",
         "more_in": "More in the runbook:",
+        "unwritten": "The runbook's {section} section is not written yet: it only says \"{said}\".",
         "nothing_found": (
             "No runbook in the index matches this question, so there is nothing to quote. "
             "Rephrase it with the alert name or the component, or check that the runbook exists."
@@ -42,6 +43,7 @@ LABELS: dict[Language, dict[str, str]] = {
         "signals": "Свежие сигналы",
         "sources": "Источники",
         "more_in": "Подробнее в runbook:",
+        "unwritten": "Раздел {section} в runbook ещё не написан: в нём только «{said}».",
         "nothing_found": (
             "Ни один runbook в индексе не подходит к этому вопросу, цитировать нечего. "
             "Переформулируйте вопрос с именем алерта или компонента или проверьте, что runbook "

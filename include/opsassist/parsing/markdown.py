@@ -1,7 +1,9 @@
 """Parse a Markdown runbook: front matter, heading tree, ordered steps, fenced commands, alert name.
 
 Bad files raise ``RunbookError`` with a short reason; the pipeline quarantines them and goes on.
-Headings inside fenced code blocks are not headings (shell comments start with ``#`` too).
+Headings inside fenced code blocks are not headings (shell comments start with ``#`` too). A
+fence that is never closed ends before the next ``##`` heading after a blank line: runbooks forget
+the closing marks, and reading the rest of the file as code would hide its remaining sections.
 """
 
 from __future__ import annotations
@@ -116,7 +118,36 @@ def _extract_steps_and_commands(body: str) -> tuple[list[str], list[str]]:
         if step:
             steps.append(step.group(1).strip())
         commands.extend(match.group(1).strip() for match in _INLINE_CMD.finditer(line))
+    if in_fence and "\n".join(fence_lines).strip():  # a fence the section never closed
+        commands.append("\n".join(fence_lines).strip())
     return steps, commands
+
+
+def _section_heading(lines: list[str], index: int) -> bool:
+    """A ``##`` (or deeper) heading after a blank line: in code, ``# ...`` is a shell comment."""
+    heading = atx_heading(lines[index])
+    return heading is not None and heading[0] >= 2 and not lines[index - 1].strip()
+
+
+def fenced_lines(lines: list[str]) -> list[bool]:
+    """Per line, whether it is inside a fenced code block (its marks included). A fence with no
+    closing marks ends before the next section heading (or at the end without one)."""
+    inside = [False] * len(lines)
+    index = 0
+    while index < len(lines):
+        if not _FENCE.match(lines[index]):
+            index += 1
+            continue
+        close = next((j for j in range(index + 1, len(lines)) if _FENCE.match(lines[j])), None)
+        if close is None:
+            close = next(
+                (j - 1 for j in range(index + 2, len(lines)) if _section_heading(lines, j)),
+                len(lines) - 1,
+            )
+        for j in range(index, close + 1):
+            inside[j] = True
+        index = close + 1
+    return inside
 
 
 def atx_heading(line: str) -> tuple[int, str] | None:
@@ -147,7 +178,6 @@ def parse_runbook(text: str, source: str) -> Runbook:
     sections: list[Section] = []
     path: list[tuple[int, str]] = []  # (level, heading) of the open headings below H1
     buffer: list[str] = []
-    in_fence = False
 
     def flush() -> None:
         content = "\n".join(buffer).strip()
@@ -158,9 +188,8 @@ def parse_runbook(text: str, source: str) -> Runbook:
         names = tuple(name for _, name in path) or ("Overview",)
         sections.append(Section(path=names, body=content, commands=commands, steps=steps))
 
-    for line in body.splitlines():
-        if _FENCE.match(line):
-            in_fence = not in_fence
+    lines = body.splitlines()
+    for line, in_fence in zip(lines, fenced_lines(lines), strict=True):
         heading = None if in_fence else atx_heading(line)
         if heading is None:
             buffer.append(line)
