@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from opsassist.parsing.blocks import markdown_blocks
+from opsassist.parsing.blocks import link_references, markdown_blocks, referenced_labels
 from opsassist.parsing.markdown import Runbook
 
 _MAX_FIELD = 400
@@ -36,6 +36,8 @@ def knowledge_pack_entry(runbook: Runbook) -> dict[str, Any]:
         if section:
             steps.extend(section.steps[:5])
             commands.extend(section.commands[:4])
+    whole = "\n\n".join(s.body for s in runbook.sections)
+    references, used = link_references(whole), referenced_labels(whole)
     return {
         "format": PACK_FORMAT,
         "source": runbook.source,
@@ -46,7 +48,10 @@ def knowledge_pack_entry(runbook: Runbook) -> dict[str, Any]:
         "steps": [_clip(s, 200) for s in steps[:8]],
         "commands": [_clip(c, 200) for c in commands[:6]],
         "sections": [
-            {"path": list(s.path), "blocks": [b.to_json() for b in markdown_blocks(s.body)]}
+            {
+                "path": list(s.path),
+                "blocks": [b.to_json() for b in markdown_blocks(s.body, references, used)],
+            }
             for s in runbook.sections
         ],
     }

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from opsassist.chat.claims import claims
-from opsassist.chat.compose import compose_answer, hit_sections, lead_text, role_of
+from opsassist.chat.compose import (
+    compose_answer,
+    hit_sections,
+    lead_text,
+    linked_runbook,
+    role_of,
+)
 from opsassist.chat.guard import StreamGuard
 from opsassist.chat.language import detect_language
 from opsassist.chat.links import SourceLinks, anchor, link_key, signature_ok
@@ -17,7 +23,7 @@ from opsassist.documents import SearchHit
 from opsassist.evaluation.answers import AnswerCase, degenerate, load_answer_set, score_answer
 from opsassist.evaluation.evalset import FrozenSplitChanged, freeze_test_split
 from opsassist.knowledge import knowledge_pack_entry
-from opsassist.parsing.blocks import markdown_blocks, render_blocks, strip_html
+from opsassist.parsing.blocks import link_references, markdown_blocks, render_blocks, strip_html
 from opsassist.parsing.markdown import parse_runbook
 from opsassist.settings import Settings
 from tests.conftest import SHIPPED_RUNBOOKS
@@ -66,6 +72,33 @@ def test_blocks_keep_lists_code_and_turn_runbook_html_into_markdown() -> None:
     assert "See below for queries. [1]" in rendered  # a link to the page's own anchor leads nowhere
     assert "```shell\n$ etcdctl endpoint status -w table\n\n$ etcdctl defrag\n```" in rendered
     assert "- Check `kubectl get pod`. [1]\n    - nested item [1]\n- second [1]" in rendered
+
+
+def test_reference_links_are_made_inline_from_definitions_anywhere_in_the_runbook() -> None:
+    """Upstream runbooks write ``[here][fsync]`` in one section and define it in another, as
+    ``[fsync]: url`` or only as a listed link ``- [fsync](url)``; quoted alone, the section would
+    show the brackets."""
+    whole = (
+        "Disks must be [fast][disks] and [fsync'd][fsync]; see [x][missing] and `a[i][j]`.\n\n"
+        "- [fsync](https://man7.org/fsync.2.html)\n\n"
+        "[disks]: https://etcd.io/hardware/#disks\n"
+    )
+    references = link_references(whole)
+    section = "Disks must be [fast][disks] and [fsync'd][fsync]; see [x][missing] and `a[i][j]`."
+    text = markdown_blocks(section, references)[0].text
+    assert text == (
+        "Disks must be [fast](https://etcd.io/hardware/#disks) and "
+        "[fsync'd](https://man7.org/fsync.2.html); see [x][missing] and `a[i][j]`."
+    )
+    assert markdown_blocks(section)[0].text == section  # without the definitions: as written
+    # the list that only defines a used label is left out: its link is inline where it is used
+    kinds = [(b.kind, b.text[:12]) for b in markdown_blocks(whole)]
+    assert kinds == [("p", "Disks must b")]
+    kept = markdown_blocks("- [fsync](https://man7.org/fsync.2.html)\n- [other](https://o.org)")
+    assert [b.text for b in kept] == [
+        "[fsync](https://man7.org/fsync.2.html)",
+        "[other](https://o.org)",
+    ]  # nothing refers to them: a list of links stays
 
 
 def test_strip_html_is_linear_on_unclosed_tags_and_comments() -> None:
@@ -175,6 +208,83 @@ def test_a_todo_line_above_real_content_is_left_out_and_the_content_kept() -> No
     assert "TODO" not in text
     assert "See [APIServer aggregation](https://kubernetes.io/docs/" in mitigation
     assert "not written yet" not in text
+
+
+def shipped_pack(*sources: str) -> dict[str, dict]:
+    return {source: entry(source) for source in sources}
+
+
+def test_a_runbook_that_only_points_to_another_is_answered_from_that_one() -> None:
+    """NodeRAIDDiskFailure's whole text is ``See [Node RAID Degraded]({{< ref "..." >}})``."""
+    failure, degraded = "node/NodeRAIDDiskFailure.md", "node/NodeRAIDDegraded.md"
+    pack = shipped_pack(failure, degraded)
+    for language, line in [
+        ("en", "**NodeRAIDDiskFailure**: its runbook only points to **NodeRAIDDegraded**"),
+        ("ru", "**NodeRAIDDiskFailure**: runbook только отсылает к **NodeRAIDDegraded**"),
+    ]:
+        composed = compose_answer([hit(failure, "Overview")], pack, language)
+        assert composed.text.startswith(line + ", ")
+        assert "{{<" not in composed.text
+        assert "cat /proc/mdstat" in composed.text  # NodeRAIDDegraded's diagnosis
+        assert "Cordon and drain node if possible" in composed.text
+        cited = {(c.source, c.section) for c in composed.citations}
+        assert (failure, "Overview") in cited and (degraded, "Mitigation") in cited
+        assert "NodeRAIDDegraded**:" not in composed.text.split("###")[-1]  # not "also" again
+
+
+def test_a_section_that_points_to_another_runbook_quotes_that_runbooks_section() -> None:
+    """NodeClockNotSynchronising's Mitigation is only "See [Node Clok Skew Detected](...) for
+    mitigation steps"; its Diagnosis only TODO."""
+    sync, skew = "node/NodeClockNotSynchronising.md", "node/NodeClockSkewDetected.md"
+    composed = compose_answer([hit(sync, "Mitigation")], shipped_pack(sync, skew), "en")
+    mitigation = composed.text.split("### What to do", 1)[1]
+    assert mitigation.strip().startswith(
+        "_The runbook points to **NodeClockSkewDetected** here; quoted from it:_ [4]"
+    )
+    assert "Ensure time synchronization service is running." in mitigation
+    assert mitigation.rstrip().endswith("(like server mainboard and so on). [5]")
+    assert "{{<" not in composed.text
+    assert [(c.number, c.source, c.section) for c in composed.citations][3:] == [
+        (4, sync, "Mitigation"),
+        (5, skew, "Mitigation"),
+    ]
+    # without the other runbook in the pack: the link's text, no dead link
+    alone = compose_answer([hit(sync, "Mitigation")], shipped_pack(sync), "en").text
+    assert "See Node Clok Skew Detected for mitigation steps. [4]" in alone
+
+
+def test_links_to_other_runbooks_cite_them_and_resolve_like_hugo_refs() -> None:
+    assert linked_runbook("node/A.md", "./B.md") == "node/B.md"
+    assert linked_runbook("node/A.md", "../etcd/C.md#diagnosis") == "etcd/C.md"
+    assert linked_runbook("node/A.md", "/kubernetes/D") == "kubernetes/D.md"
+    source = "node/Own.md"
+    own = parse_runbook(
+        "# Own\n\n## Meaning\n\nDisk trouble.\n\n## Mitigation\n\n"
+        'Free space first, then see [RAID]({{< ref "./NodeRAIDDegraded.md" >}}) and '
+        "[our wiki](https://wiki.example/raid) and [self](./Own.md).\n",
+        source,
+    )
+    pack = {source: knowledge_pack_entry(own), **shipped_pack("node/NodeRAIDDegraded.md")}
+    composed = compose_answer([hit(source, "Mitigation")], pack, "en")
+    assert (
+        "Free space first, then see RAID [3] and [our wiki](https://wiki.example/raid) and "
+        "self. [2]" in composed.text
+    )
+    assert [(c.number, c.source, c.section) for c in composed.citations] == [
+        (1, source, "Meaning"),
+        (2, source, "Mitigation"),
+        (3, "node/NodeRAIDDegraded.md", "Meaning"),
+    ]
+
+
+def test_an_impact_that_announces_a_query_is_quoted_with_the_query() -> None:
+    """etcdHighNumberOfFailedGRPCRequests' Impact ends "the following query will display method
+    and etcd instance that has failing requests:" and then gives it."""
+    grpc = "etcd/etcdHighNumberOfFailedGRPCRequests.md"
+    text = compose_answer([hit(grpc, "Impact")], {grpc: entry(grpc)}, "en").text
+    impact = text.split("**Impact**:", 1)[1].split("###", 1)[0]
+    assert "that has failing requests: [2]" in impact
+    assert "```promql\n100 * sum without(grpc_type, grpc_code)" in impact
 
 
 def test_russian_question_gets_russian_framing_and_quoted_runbook_text() -> None:

@@ -20,6 +20,7 @@ heading words; a section of another kind is shown when retrieval found it.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -49,6 +50,15 @@ _PLACEHOLDER = re.compile(
     r"^\W*(todo|tbd|tba|wip|fixme|n/?a|coming soon|to be (?:written|added|done|defined))\W*$",
     re.IGNORECASE,
 )
+# [text](target) to another runbook: a Hugo shortcode ({{< ref "./X.md" >}}, relref) or a
+# relative path to a .md file. Quoted as written it is a dead link; the answer cites that
+# runbook instead, and a runbook that is only such a link is answered from the one it names.
+_RUNBOOK_LINK = re.compile(
+    r"\[([^\[\]]+)\]\(\s*(?:\{\{<\s*(?:rel)?ref\s+\"?([^\"\s>]+)\"?\s*>\}\}"
+    r"|(?![a-z][a-z0-9+.-]*:)([^()\s]+?\.md)(?:#[^()\s]*)?)\s*\)",
+    re.IGNORECASE,
+)
+POINTER_WORDS = 6  # "See [X](...) for additional mitigation steps." is a pointer, not advice
 LEAD_CHARS = 320  # the lead and the impact line: about two sentences
 ROLE_CHARS = 2400  # text of one role (diagnosis, mitigation); code blocks are never cut
 SEE_ALSO = 2
@@ -175,6 +185,32 @@ def placeholder(blocks: Sequence[Block]) -> str | None:
     return said[0] if said and not rest else None
 
 
+def linked_runbook(source: str, target: str) -> str:
+    """The runbook path a link in ``source`` points to (``./X.md`` beside it, ``/a/X.md`` from
+    the root; a Hugo ref may leave out ``.md``)."""
+    path = target.split("#", 1)[0]
+    if not path.endswith(".md"):
+        path += ".md"
+    if path.startswith("/"):
+        return posixpath.normpath(path.lstrip("/"))
+    return posixpath.normpath(posixpath.join(posixpath.dirname(source), path))
+
+
+def redirect_of(source: str, sections: Sequence[Section]) -> str | None:
+    """The runbook that ``source`` only points to: its whole text is one paragraph, a link to
+    another runbook and at most :data:`POINTER_WORDS` other words ("See [Node RAID
+    Degraded](...)")."""
+    blocks = [b for s in sections for b in s.blocks if b.kind != "h"]
+    if len(blocks) != 1 or blocks[0].kind != "p":
+        return None
+    match = _RUNBOOK_LINK.search(blocks[0].text)
+    around = blocks[0].text[: match.start()] + blocks[0].text[match.end() :] if match else ""
+    if match is None or len(around.split()) > POINTER_WORDS:
+        return None
+    target = linked_runbook(source, match.group(2) or match.group(3))
+    return target if target != source else None
+
+
 def _has_body(blocks: Sequence[Block], index: int) -> bool:
     return index + 1 < len(blocks) and blocks[index + 1].kind != "h"
 
@@ -238,8 +274,11 @@ def compose_answer(
     elif primary is None:
         primary = runbook_hits[0].source if runbook_hits else None
     if primary is not None:
-        parts.extend(_primary_parts(primary, runbook_hits, pack, numbering, language))
-        also = _see_also(primary, runbook_hits, pack, numbering)
+        target = _redirect_target(primary, runbook_hits, pack)
+        if target is not None:
+            parts.append(_redirect_line(primary, target, runbook_hits, pack, numbering, language))
+        parts.extend(_primary_parts(target or primary, runbook_hits, pack, numbering, language))
+        also = _see_also(primary, runbook_hits, pack, numbering, skip=target)
         if also:
             parts.append(f"### {text['see_also']}\n\n" + quoted("\n".join(also), language))
     if signal_hits:
@@ -273,25 +312,83 @@ def _primary_parts(
         n = numbering.number(hit_for.get(section.label), source, section.label, title)
         return f"[{n}]"
 
+    def linked(blocks: Sequence[Block], base: str = source) -> list[Block]:
+        """Blocks whose links to other runbooks cite them (numbered when shown, so call it on
+        what is rendered, after the section's own citation)."""
+
+        def relink(match: re.Match[str]) -> str:
+            target = linked_runbook(base, match.group(2) or match.group(3))
+            entry = pack.get(target)
+            if entry is None or target == base:  # unknown, or a link to itself
+                return match.group(1)
+            other = pack_sections(entry)
+            label = next(
+                (s.label for s in other if role_of(s.path) == "meaning"),
+                other[0].label if other else "",
+            )
+            n = numbering.number(None, target, label, _name(entry, target))
+            return f"{match.group(1)} [{n}]"
+
+        return [
+            b
+            if b.kind == "code"
+            else dataclasses.replace(b, text=_RUNBOOK_LINK.sub(relink, b.text))
+            for b in blocks
+        ]
+
+    def pointed(section: Section) -> str | None:
+        """A section that only points to another runbook ("See [X](...) for mitigation
+        steps"): X's section of the same role, quoted and cited."""
+        target = redirect_of(source, [section])
+        entry = pack.get(target) if target is not None else None
+        if target is None or entry is None:
+            return None
+        role = role_of(section.path)
+        chosen = [
+            (other, _within_budget(_distinct(without_placeholders(other.blocks)), ROLE_CHARS)[0])
+            for other in pack_sections(entry)
+            if role_of(other.path) == role
+        ]
+        chosen = [(other, blocks) for other, blocks in chosen if blocks]
+        if not chosen:
+            return None
+        name = _name(entry, target)
+        pieces = [f"_{text['pointed'].format(target=name)}_ {cite(section)}"]
+        for other, blocks in chosen:
+            mark = f"[{numbering.number(None, target, other.label, name)}]"
+            pieces.append(quoted(render_blocks(linked(blocks, target), mark), language))
+        return "\n\n".join(pieces)
+
     by_role: dict[Role, list[Section]] = {}
     for section in sections:
         by_role.setdefault(role_of(section.path), []).append(section)
     parts: list[str] = []
     meaning = (by_role.get("meaning") or sections)[0] if sections else None
     lead = lead_text(without_placeholders(meaning.blocks)) if meaning is not None else ""
-    if meaning is not None and lead and language == "en":
-        parts.append(f"**{title}**: {lead} {cite(meaning)}")
-    elif meaning is not None and lead:
-        parts.append(f"**{title}**\n\n" + quoted(f"{lead} {cite(meaning)}", language))
+    if meaning is not None and lead:
+        mark = cite(meaning)
+        shown = f"{linked([Block('p', lead)])[0].text} {mark}"
+        if language == "en":
+            parts.append(f"**{title}**: {shown}")
+        else:
+            parts.append(f"**{title}**\n\n" + quoted(shown, language))
     else:
         parts.append(f"**{title}**")
     for impact in [s for s in by_role.get("impact", [])[:1] if s is not meaning]:
         summary = lead_text(without_placeholders(impact.blocks))
-        if summary:
+        if summary.endswith(":"):
+            # the lead announces what follows (a query, a list): without it, it promises nothing
+            blocks, _ = _within_budget(_distinct(without_placeholders(impact.blocks)), ROLE_CHARS)
+            mark = cite(impact)
+            body = quoted(render_blocks(linked(blocks), mark), language)
+            parts.append(f"**{text['impact']}**:\n\n{body}")
+        elif summary:
+            mark = cite(impact)
+            shown = f"{linked([Block('p', summary)])[0].text} {mark}"
             parts.append(
-                f"**{text['impact']}**:\n\n" + quoted(f"{summary} {cite(impact)}", language)
+                f"**{text['impact']}**:\n\n" + quoted(shown, language)
                 if language != "en"
-                else f"**{text['impact']}**: {summary} {cite(impact)}"
+                else f"**{text['impact']}**: {shown}"
             )
     groups: list[tuple[str, list[Section]]] = [
         ("confirm", by_role.get("diagnosis", [])),
@@ -317,6 +414,10 @@ def _primary_parts(
                     text["unwritten"].format(section=section.label, said=said) + f" {cite(section)}"
                 )
                 continue
+            pointer = pointed(section)
+            if pointer is not None:
+                pieces.append(pointer)
+                continue
             blocks, left_out = _within_budget(
                 _distinct(without_placeholders(section.blocks)), budget
             )
@@ -324,7 +425,8 @@ def _primary_parts(
             if not blocks:
                 continue
             subheading = section.path[-1] if len(section.path) > 1 or not heading else ""
-            body = quoted(render_blocks(blocks, cite(section)), language)
+            mark = cite(section)
+            body = quoted(render_blocks(linked(blocks), mark), language)
             if left_out:
                 body += f"\n\n_{text['more_in']} {cite(section)}_"
             only_code = all(b.kind in ("code", "h") for b in blocks)
@@ -342,14 +444,47 @@ def _primary_parts(
     return parts
 
 
+def _name(entry: dict[str, Any], source: str) -> str:
+    return str(entry.get("alert") or entry.get("title") or source)
+
+
+def _redirect_target(
+    source: str, runbook_hits: Sequence[SearchHit], pack: dict[str, dict[str, Any]]
+) -> str | None:
+    """The runbook ``source`` only points to, if the knowledge pack holds it."""
+    sections = pack_sections(pack.get(source) or {}) or hit_sections(runbook_hits, source)
+    target = redirect_of(source, sections)
+    return target if target is not None and pack_sections(pack.get(target) or {}) else None
+
+
+def _redirect_line(
+    source: str,
+    target: str,
+    runbook_hits: Sequence[SearchHit],
+    pack: dict[str, dict[str, Any]],
+    numbering: _Numbering,
+    language: Language,
+) -> str:
+    entry = pack.get(source) or {}
+    sections = pack_sections(entry) or hit_sections(runbook_hits, source)
+    title = str(entry.get("alert") or entry.get("title") or source)
+    label = sections[0].label if sections else ""
+    hit = next((h for h in runbook_hits if h.source == source and h.section == label), None)
+    n = numbering.number(hit, source, label, title)
+    linked = pack.get(target) or {}
+    name = str(linked.get("alert") or linked.get("title") or target)
+    return labels(language)["redirect"].format(title=title, target=name) + f" [{n}]"
+
+
 def _see_also(
     primary: str,
     runbook_hits: Sequence[SearchHit],
     pack: dict[str, dict[str, Any]],
     numbering: _Numbering,
+    skip: str | None = None,
 ) -> list[str]:
     lines: list[str] = []
-    seen = {primary}
+    seen = {primary, skip}
     for hit in runbook_hits:
         if hit.source in seen or len(lines) >= SEE_ALSO:
             continue

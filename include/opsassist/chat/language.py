@@ -17,7 +17,9 @@ LABELS: dict[Language, dict[str, str]] = {
         "signals": "Recent signals",
         "sources": "Sources",
         "more_in": "More in the runbook:",
-        "unwritten": "The runbook's {section} section is not written yet: it only says \"{said}\".",
+        "pointed": "The runbook points to **{target}** here; quoted from it:",
+        "redirect": "**{title}**: its runbook only points to **{target}**, quoted below.",
+        "unwritten": 'The runbook\'s {section} section is not written yet: it only says "{said}".',
         "nothing_found": (
             "No runbook in the index matches this question, so there is nothing to quote. "
             "Rephrase it with the alert name or the component, or check that the runbook exists."
@@ -43,6 +45,8 @@ LABELS: dict[Language, dict[str, str]] = {
         "signals": "Свежие сигналы",
         "sources": "Источники",
         "more_in": "Подробнее в runbook:",
+        "pointed": "Здесь runbook отсылает к **{target}**; цитата оттуда:",
+        "redirect": "**{title}**: runbook только отсылает к **{target}**, он процитирован ниже.",
         "unwritten": "Раздел {section} в runbook ещё не написан: в нём только «{said}».",
         "nothing_found": (
             "Ни один runbook в индексе не подходит к этому вопросу, цитировать нечего. "

@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import normalizeReference
 from markdown_it.token import Token
 
 BlockKind = Literal["p", "li", "code", "h"]
@@ -29,6 +30,8 @@ _BACKTICKS = re.compile(r"`+")
 LONG_LINE = 4000  # characters; the longest line in the shipped runbooks is under 700
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _ANCHOR_LINK = re.compile(r"\[([^\[\]]*)\]\(#[^()\s]*\)")  # [text](#anchor): a link into the page
+_INLINE_LINK = re.compile(r"\[([^\[\]\n]+)\]\(((?:[^()\s]|\([^()\s]*\))+)\)")
+_REFERENCE_LINK = re.compile(r"\[([^\[\]]+)\]\[([^\[\]]*)\]")  # [text][label], [text][]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,10 +99,42 @@ def _strip_html_outside_code(text: str) -> str:
     return text
 
 
-def _inline_text(token: Token) -> str:
-    """An inline token's Markdown source on one line, without HTML and without links to anchors
-    of the runbook's own page (they lead nowhere once quoted)."""
-    return " ".join(_ANCHOR_LINK.sub(r"\1", strip_html(token.content)).split())
+def _inline_links(markdown: str) -> dict[str, str]:
+    """The document's inline links by their text: upstream runbooks write ``[here][fsync]`` and
+    define it only as a link elsewhere (``- [fsync](https://...)``, ``See [fsync](...)``)."""
+    return {normalizeReference(label): href for label, href in _INLINE_LINK.findall(markdown)}
+
+
+def link_references(markdown: str) -> dict[str, str]:
+    """The link reference definitions (``[label]: url``, else an inline link with that text) of
+    a whole document, by normalised label: a section quoted alone lacks those of another."""
+    references = _inline_links(markdown)
+    if "]:" in markdown:
+        env: dict[str, Any] = {}
+        _PARSER.parse(fence_long_lines(markdown), env)
+        references |= {label: str(ref["href"]) for label, ref in env.get("references", {}).items()}
+    return references
+
+
+def _inline_text(token: Token, references: Mapping[str, str]) -> str:
+    """An inline token's Markdown source on one line, without HTML, with reference links made
+    inline links and without links to anchors of the runbook's own page (they lead nowhere once
+    quoted)."""
+    text = strip_html(token.content)
+    if references and "][" in text:
+
+        def inline(match: re.Match[str]) -> str:
+            href = references.get(normalizeReference(match.group(2) or match.group(1)))
+            if href is None:
+                return match.group(0)
+            return match.group(1) if href.startswith("#") else f"[{match.group(1)}]({href})"
+
+        # not inside code spans: `a[i][j]` is code, not a link
+        text = "".join(
+            part if index % 2 else _REFERENCE_LINK.sub(inline, part)
+            for index, part in enumerate(_CODE_SPAN.split(text))
+        )
+    return " ".join(_ANCHOR_LINK.sub(r"\1", text).split())
 
 
 def _html_blocks(content: str) -> list[Block]:
@@ -154,10 +189,28 @@ def fence_long_lines(markdown: str, limit: int = LONG_LINE) -> str:
     return "\n".join(out)
 
 
-def markdown_blocks(markdown: str) -> list[Block]:
-    """The blocks of a Markdown text, in order. Empty blocks are dropped."""
+def referenced_labels(markdown: str) -> set[str]:
+    """The normalised labels a document's ``[text][label]`` links use."""
+    return {
+        normalizeReference(m.group(2) or m.group(1)) for m in _REFERENCE_LINK.finditer(markdown)
+    }
+
+
+def markdown_blocks(
+    markdown: str,
+    references: Mapping[str, str] | None = None,
+    used_labels: Iterable[str] = (),
+) -> list[Block]:
+    """The blocks of a Markdown text, in order. Empty blocks are dropped. ``references``: link
+    reference definitions of the whole document (:func:`link_references`) besides its own;
+    ``used_labels``: labels the document's reference links use (:func:`referenced_labels`): a
+    list item that only defines one of them (``- [fsync](https://...)``) is left out, its link
+    is inline where it is used."""
     markdown = fence_long_lines(markdown)
-    tokens = _PARSER.parse(markdown)
+    env: dict[str, Any] = {}
+    tokens = _PARSER.parse(markdown, env)
+    own = {label: str(ref["href"]) for label, ref in env.get("references", {}).items()}
+    references = {**(references or {}), **_inline_links(markdown), **own}
     lines = markdown.splitlines()
     blocks: list[Block] = []
     lists: list[bool] = []  # open lists, innermost last: ordered?
@@ -174,7 +227,7 @@ def markdown_blocks(markdown: str) -> list[Block]:
             in_item = 0
         elif kind == "inline" and index > 0:
             opener = tokens[index - 1].type
-            text = _inline_text(token)
+            text = _inline_text(token, references)
             if not text:
                 pass
             elif opener == "heading_open":
@@ -201,7 +254,15 @@ def markdown_blocks(markdown: str) -> list[Block]:
             blocks.append(block)
             continue
         index += 1
-    return blocks
+    used = set(used_labels) | referenced_labels(markdown)
+    if not used:
+        return blocks
+    return [b for b in blocks if not (b.kind == "li" and _defines(b.text, used))]
+
+
+def _defines(text: str, labels: set[str]) -> bool:
+    match = _INLINE_LINK.fullmatch(text.strip())
+    return match is not None and normalizeReference(match.group(1)) in labels
 
 
 def render_blocks(blocks: Iterable[Block], suffix: str = "") -> str:
