@@ -287,6 +287,21 @@ def test_an_impact_that_announces_a_query_is_quoted_with_the_query() -> None:
     assert "```promql\n100 * sum without(grpc_type, grpc_code)" in impact
 
 
+def test_the_lead_stops_at_a_summary_line_and_a_retrieved_meaning_shows_the_rest() -> None:
+    """TargetDown's Meaning: two sentences, then ``<details><summary>Full context</summary>``
+    with the likely cause (a misconfigured ServiceMonitor port)."""
+    down = "general/TargetDown.md"
+    cause = "a common cause could be a misconfigured ServiceMonitor"
+    text = compose_answer([hit(down, "Meaning")], {down: entry(down)}, "en").text
+    lead = text.split("\n", 1)[0]
+    assert lead.endswith("scrape targets in a Service are unreachable. [1]"), lead
+    background = text.split("### Background", 1)[1].split("###", 1)[0]
+    assert cause in background and "Full context" not in text
+    # the Meaning section not retrieved (the question matched the diagnosis): the lead only
+    text = compose_answer([hit(down, "Diagnosis")], {down: entry(down)}, "en").text
+    assert "### Background" not in text and cause not in text
+
+
 def test_russian_question_gets_russian_framing_and_quoted_runbook_text() -> None:
     composed = compose_answer([hit(QUOTA, "Diagnosis")], {QUOTA: entry(QUOTA)}, "ru")
     text = composed.text

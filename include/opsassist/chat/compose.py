@@ -58,6 +58,7 @@ _RUNBOOK_LINK = re.compile(
     r"|(?![a-z][a-z0-9+.-]*:)([^()\s]+?\.md)(?:#[^()\s]*)?)\s*\)",
     re.IGNORECASE,
 )
+_BOLD_LINE = re.compile(r"^\*\*[^*]+\*\*$")
 POINTER_WORDS = 6  # "See [X](...) for additional mitigation steps." is a pointer, not advice
 LEAD_CHARS = 320  # the lead and the impact line: about two sentences
 ROLE_CHARS = 2400  # text of one role (diagnosis, mitigation); code blocks are never cut
@@ -118,8 +119,15 @@ def hit_sections(hits: Sequence[SearchHit], source: str) -> list[Section]:
 
 def lead_text(blocks: Sequence[Block], limit: int = LEAD_CHARS) -> str:
     """The first sentences of a section's prose, up to ``limit`` characters (whole sentences;
-    one sentence longer than the limit is kept whole)."""
-    prose = " ".join(b.text for b in blocks if b.kind in ("p", "li")).strip()
+    one sentence longer than the limit is kept whole). A code block, a sub-heading or a bold
+    line (a ``<summary>``) after the first prose ends it: the lead is one run of text."""
+    texts: list[str] = []
+    for block in blocks:
+        if block.kind in ("p", "li") and not _BOLD_LINE.match(block.text):
+            texts.append(block.text)
+        elif texts:
+            break
+    prose = " ".join(texts).strip()
     out = ""
     for sentence in _SENTENCE_END.split(prose):
         if out and len(out) + len(sentence) + 1 > limit:
@@ -401,6 +409,12 @@ def _primary_parts(
         # the rest of that section, not something to leave out after its first sentence
         assert meaning is not None
         groups.insert(0, ("steps", [Section(meaning.path, rest)]))
+    elif rest and meaning is not None and meaning.label in retrieved:
+        # the question matched what the alert means beyond its first sentences (TargetDown's
+        # "Full context": a misconfigured ServiceMonitor port is a common cause)
+        if len(rest) > 1 and rest[0].kind == "p" and _BOLD_LINE.match(rest[0].text):
+            rest = rest[1:]  # "**Full context**": the group's heading says it
+        groups.insert(0, ("background", [Section(meaning.path, rest)]))
     for heading, chosen in groups:
         if not chosen:
             continue

@@ -10,6 +10,7 @@ __all__ = ["LABELS", "Language", "detect_language", "labels"]
 LABELS: dict[Language, dict[str, str]] = {
     "en": {
         "impact": "Impact",
+        "background": "Background",
         "confirm": "How to confirm",
         "steps": "Steps",
         "act": "What to do",
@@ -38,6 +39,7 @@ LABELS: dict[Language, dict[str, str]] = {
     },
     "ru": {
         "impact": "Влияние",
+        "background": "Подробнее",
         "confirm": "Как проверить",
         "steps": "Шаги",
         "act": "Что делать",
