@@ -302,6 +302,25 @@ def test_the_lead_stops_at_a_summary_line_and_a_retrieved_meaning_shows_the_rest
     assert "### Background" not in text and cause not in text
 
 
+def test_the_sub_section_the_search_matched_comes_first_with_its_family() -> None:
+    """KubePersistentVolumeFillingUp's Mitigation has eight alternatives; a question about
+    resizing matched "Direct Volume resizing", the fourth."""
+    fill = "kubernetes/KubePersistentVolumeFillingUp.md"
+    hits = [hit(fill, "Mitigation > Direct Volume resizing"), hit(fill, "Diagnosis")]
+    text = compose_answer(hits, {fill: entry(fill)}, "en").text
+    mitigation = text.split("### What to do", 1)[1]
+    assert mitigation.strip().startswith("**Direct Volume resizing**")
+    assert mitigation.index("**Data retention**") < mitigation.index("**Data export**")
+    # a family moves together and the role's own text stays first
+    burn = "kubernetes/KubeAPIErrorBudgetBurn.md"
+    hits = [hit(burn, "Diagnosis > Example Queries for slow requests > Slow Write Requests")]
+    text = compose_answer(hits, {burn: entry(burn)}, "en").text
+    confirm = text.split("### How to confirm", 1)[1]
+    assert confirm.strip().startswith("1. Take a look at the APIServer Grafana dashboard.")
+    order = [confirm.index(f"**{name}**") for name in ("Slow Read Requests", "Slow Write Requests")]
+    assert order == sorted(order)
+
+
 def test_russian_question_gets_russian_framing_and_quoted_runbook_text() -> None:
     composed = compose_answer([hit(QUOTA, "Diagnosis")], {QUOTA: entry(QUOTA)}, "ru")
     text = composed.text

@@ -58,6 +58,7 @@ _RUNBOOK_LINK = re.compile(
     r"|(?![a-z][a-z0-9+.-]*:)([^()\s]+?\.md)(?:#[^()\s]*)?)\s*\)",
     re.IGNORECASE,
 )
+_STEP_HEADING = re.compile(r"^\s*(?:\d+[.):]?\s|step\b|шаг\b)", re.IGNORECASE)
 _BOLD_LINE = re.compile(r"^\*\*[^*]+\*\*$")
 POINTER_WORDS = 6  # "See [X](...) for additional mitigation steps." is a pointer, not advice
 LEAD_CHARS = 320  # the lead and the impact line: about two sentences
@@ -217,6 +218,22 @@ def redirect_of(source: str, sections: Sequence[Section]) -> str | None:
         return None
     target = linked_runbook(source, match.group(2) or match.group(3))
     return target if target != source else None
+
+
+def matched_first(sections: Sequence[Section], rank: dict[str, int]) -> list[Section]:
+    """Alternative sub-sections (Mitigation > Data retention, > Direct volume resizing...) with
+    those the search matched first, best first: the one the question asks about is not left
+    fourth, or cut by the text budget. Numbered steps ("1. Check...", "Step 2") keep their
+    order."""
+    if len(sections) < 2 or any(_STEP_HEADING.match(s.path[-1]) for s in sections):
+        return list(sections)
+    # a sub-section moves with its family (Slow disk > PromQL queries stays under Slow disk)
+    best: dict[tuple[str, ...], int] = {}
+    for section in sections:
+        family = section.path[:2]
+        best[family] = min(best.get(family, len(rank)), rank.get(section.label, len(rank)))
+    # the role's own text (Diagnosis before its sub-sections) introduces them: it stays first
+    return sorted(sections, key=lambda s: (len(s.path) > 1, best[s.path[:2]]))
 
 
 def _has_body(blocks: Sequence[Block], index: int) -> bool:
@@ -415,9 +432,14 @@ def _primary_parts(
         if len(rest) > 1 and rest[0].kind == "p" and _BOLD_LINE.match(rest[0].text):
             rest = rest[1:]  # "**Full context**": the group's heading says it
         groups.insert(0, ("background", [Section(meaning.path, rest)]))
+    rank: dict[str, int] = {}
+    for index, hit in enumerate(runbook_hits):
+        if hit.source == source:
+            rank.setdefault(hit.section, index)
     for heading, chosen in groups:
         if not chosen:
             continue
+        chosen = matched_first(chosen, rank)
         budget = ROLE_CHARS
         pieces: list[str] = []
         unwritten: list[str] = []
