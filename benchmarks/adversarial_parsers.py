@@ -1,9 +1,10 @@
 """The worst 100,000-character line for every parser of untrusted text: runbook Markdown (headings,
-blocks, chunking), log lines (every known header format), Kubernetes events, metric samples, time
-windows, and the chat side's question readers. Each parser gets a grid of hostile lines (a format's
-header, then one character or token repeated: spaces, brackets, backticks, list markers, hex,
-Cyrillic, ...) and the slowest call is reported beside the same parser on a plain 100k line of
-letters (the baseline, same process; the ratio shows what the hostile shapes cost on top).
+blocks, chunking, and a runbook's whole way to a composed answer), log lines (every known header
+format), Kubernetes events, metric samples, time windows, and the chat side's question readers.
+Each parser gets a grid of hostile lines (a format's header, then one character or token
+repeated: spaces, brackets, backticks, list markers, hex, Cyrillic, links, fences, ...) and the
+slowest call is reported beside the same parser on a plain 100k line of letters (the baseline,
+same process; the ratio shows what the hostile shapes cost on top).
 A regex that backtracks shows here as seconds (a heading of 2,000 spaces took 22 s before).
 
     .venv/bin/python -m benchmarks.adversarial_parsers [--chars 100000] [--json]
@@ -45,7 +46,7 @@ HEADERS = (
 REPEATS = (
     " ", "\t", "a", "0", "#", "[", "]", "(", "<", "<a ", "`", "*", "_", "- ", "1. ", ":", "=",
     ",", ".", "0x", "ab:", "/", "\\", '"', "{", "-", "~", "|", "&", "!", "а", "е ", "last 1 ",
-    "`kubectl ",
+    "`kubectl ", "[a][", "[a](", '{{< ref "', "- [a](b)\n", "```\n## a\n",
 )  # fmt: skip
 
 
@@ -60,12 +61,15 @@ def adversarial_lines(chars: int, headers: tuple[str, ...] = HEADERS) -> Iterato
 
 def parsers() -> dict[str, Callable[[str], object]]:
     from opsassist.chat.claims import claims
+    from opsassist.chat.compose import compose_answer
     from opsassist.chat.language import detect_language
     from opsassist.chat.pipeline import QUESTION_CHARS
     from opsassist.chat.rewrite import standalone_question
     from opsassist.chat.timewindow import infer_window
     from opsassist.chunking import split_body
+    from opsassist.documents import SearchHit
     from opsassist.glossary import expand_query
+    from opsassist.knowledge import knowledge_pack_entry
     from opsassist.parsing.blocks import markdown_blocks
     from opsassist.parsing.events import parse_event
     from opsassist.parsing.logs import parse_log
@@ -83,6 +87,21 @@ def parsers() -> dict[str, Callable[[str], object]]:
             standalone_question([text]),
         )
 
+    def runbook_answer(line: str) -> object:
+        """The whole way from a runbook file to a composed answer (fences, reference links,
+        links to other runbooks, placeholders)."""
+        runbook = parse_runbook(f"# Hostile\n\n## Meaning\n\n{line}\n", "x/Hostile.md")
+        hit = SearchHit(
+            id="1",
+            source=runbook.source,
+            source_type="runbook",
+            title=runbook.title,
+            section=runbook.sections[0].label,
+            score=1.0,
+            text=line[:2000],
+        )
+        return compose_answer([hit], {runbook.source: knowledge_pack_entry(runbook)}, "en")
+
     def quietly(parse: Callable[[str], object]) -> Callable[[str], object]:
         def call(line: str) -> object:
             try:
@@ -95,6 +114,7 @@ def parsers() -> dict[str, Callable[[str], object]]:
     return {
         "markdown runbook": quietly(lambda line: parse_runbook(line, "x/Hostile.md")),
         "markdown blocks": quietly(markdown_blocks),
+        "runbook answer": quietly(runbook_answer),
         "chunking": quietly(lambda line: split_body(line, 1200, 200)),
         "log line": quietly(
             lambda line: parse_log(line, service="s", received=NOW, max_bytes=1 << 20)
