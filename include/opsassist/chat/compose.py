@@ -299,9 +299,10 @@ def compose_answer(
     elif primary is None:
         primary = runbook_hits[0].source if runbook_hits else None
     if primary is not None:
-        target = _redirect_target(primary, runbook_hits, pack)
-        if target is not None:
-            parts.append(_redirect_line(primary, target, runbook_hits, pack, numbering, language))
+        redirect = _redirect(primary, runbook_hits, pack, numbering, language)
+        target = redirect[0] if redirect is not None else None
+        if redirect is not None:
+            parts.append(redirect[1])
         parts.extend(_primary_parts(target or primary, runbook_hits, pack, numbering, language))
         also = _see_also(primary, runbook_hits, pack, numbering, skip=target)
         if also:
@@ -337,9 +338,9 @@ def _primary_parts(
         n = numbering.number(hit_for.get(section.label), source, section.label, title)
         return f"[{n}]"
 
-    def linked(blocks: Sequence[Block], base: str = source) -> list[Block]:
-        """Blocks whose links to other runbooks cite them (numbered when shown, so call it on
-        what is rendered, after the section's own citation)."""
+    def linked_text(value: str, base: str = source) -> str:
+        """``value`` with its links to other runbooks citing them (numbered when shown, so call
+        it on what is rendered, after the section's own citation)."""
 
         def relink(match: re.Match[str]) -> str:
             target = linked_runbook(base, match.group(2) or match.group(3))
@@ -354,10 +355,11 @@ def _primary_parts(
             n = numbering.number(None, target, label, _name(entry, target))
             return f"{match.group(1)} [{n}]"
 
+        return _RUNBOOK_LINK.sub(relink, value)
+
+    def linked(blocks: Sequence[Block], base: str = source) -> list[Block]:
         return [
-            b
-            if b.kind == "code"
-            else dataclasses.replace(b, text=_RUNBOOK_LINK.sub(relink, b.text))
+            b if b.kind == "code" else dataclasses.replace(b, text=linked_text(b.text, base))
             for b in blocks
         ]
 
@@ -392,7 +394,7 @@ def _primary_parts(
     lead = lead_text(without_placeholders(meaning.blocks)) if meaning is not None else ""
     if meaning is not None and lead:
         mark = cite(meaning)
-        shown = f"{linked([Block('p', lead)])[0].text} {mark}"
+        shown = f"{linked_text(lead)} {mark}"
         if language == "en":
             parts.append(f"**{title}**: {shown}")
         else:
@@ -409,7 +411,7 @@ def _primary_parts(
             parts.append(f"**{text['impact']}**:\n\n{body}")
         elif summary:
             mark = cite(impact)
-            shown = f"{linked([Block('p', summary)])[0].text} {mark}"
+            shown = f"{linked_text(summary)} {mark}"
             parts.append(
                 f"**{text['impact']}**:\n\n" + quoted(shown, language)
                 if language != "en"
@@ -484,32 +486,27 @@ def _name(entry: dict[str, Any], source: str) -> str:
     return str(entry.get("alert") or entry.get("title") or source)
 
 
-def _redirect_target(
-    source: str, runbook_hits: Sequence[SearchHit], pack: dict[str, dict[str, Any]]
-) -> str | None:
-    """The runbook ``source`` only points to, if the knowledge pack holds it."""
-    sections = pack_sections(pack.get(source) or {}) or hit_sections(runbook_hits, source)
-    target = redirect_of(source, sections)
-    return target if target is not None and pack_sections(pack.get(target) or {}) else None
-
-
-def _redirect_line(
+def _redirect(
     source: str,
-    target: str,
     runbook_hits: Sequence[SearchHit],
     pack: dict[str, dict[str, Any]],
     numbering: _Numbering,
     language: Language,
-) -> str:
+) -> tuple[str, str] | None:
+    """(the runbook ``source`` only points to, the line saying so) when the knowledge pack holds
+    that runbook, else None."""
     entry = pack.get(source) or {}
     sections = pack_sections(entry) or hit_sections(runbook_hits, source)
-    title = str(entry.get("alert") or entry.get("title") or source)
-    label = sections[0].label if sections else ""
+    target = redirect_of(source, sections)
+    linked = pack.get(target) if target is not None else None
+    if target is None or linked is None or not pack_sections(linked):
+        return None
+    label = sections[0].label
     hit = next((h for h in runbook_hits if h.source == source and h.section == label), None)
+    title = _name(entry, source)
     n = numbering.number(hit, source, label, title)
-    linked = pack.get(target) or {}
-    name = str(linked.get("alert") or linked.get("title") or target)
-    return labels(language)["redirect"].format(title=title, target=name) + f" [{n}]"
+    line = labels(language)["redirect"].format(title=title, target=_name(linked, target))
+    return target, f"{line} [{n}]"
 
 
 def _see_also(
