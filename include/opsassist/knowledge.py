@@ -16,7 +16,12 @@ from opsassist.parsing.blocks import link_references, markdown_blocks, reference
 from opsassist.parsing.markdown import Runbook
 
 _MAX_FIELD = 400
-PACK_FORMAT = 2  # 2: entries carry "sections" (blocks); a cache holding older entries is refreshed
+# The entries' layout and how their blocks are parsed. Bump it whenever either changes (the
+# digest in tests/unit/test_knowledge.py fails until you do): a pack of an older format, kept
+# beside an index or in the cache, is then rebuilt by the next run even though no runbook
+# changed. 2: entries carry "sections" (blocks). 3: reference links made inline, placeholders,
+# unclosed fences ended at the next heading, links to other runbooks resolved.
+PACK_FORMAT = 3
 
 
 def _clip(text: str, limit: int = _MAX_FIELD) -> str:
@@ -55,6 +60,11 @@ def knowledge_pack_entry(runbook: Runbook) -> dict[str, Any]:
             for s in runbook.sections
         ],
     }
+
+
+def is_current(pack: dict[str, dict[str, Any]] | None) -> bool:
+    """Whether every entry of ``pack`` has this version's :data:`PACK_FORMAT`."""
+    return bool(pack) and all(e.get("format") == PACK_FORMAT for e in (pack or {}).values())
 
 
 def render_pack(entries: dict[str, dict[str, Any]]) -> str:

@@ -198,6 +198,37 @@ def test_an_unchanged_corpus_still_publishes_its_pack_to_a_cache_that_lacks_it(
             fresh._redis.delete(key)
 
 
+def test_a_pack_of_an_older_format_is_rebuilt_although_no_runbook_changed(
+    settings: Settings, small_corpus: Path, redis_url: str
+) -> None:
+    """After an upgrade that parses runbooks differently (a new PACK_FORMAT), re-running on an
+    unchanged corpus embeds nothing, but the pack kept beside the index and the one in Redis are
+    both replaced by this version's entries instead of serving the old blocks."""
+    from opsassist.knowledge import PACK_FORMAT, load_pack, save_pack
+
+    store = EmbeddedIndexStore(settings.embedded_index_dir)
+    cache = RedisKnowledgeCache(redis_url, f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        version = pipeline.run_pipeline(settings, small_corpus, store, cache, "f1")["version"]
+        old = {
+            s: {**e, "format": PACK_FORMAT - 1, "sections": []}
+            for s, e in (load_pack(settings.data_dir, version) or {}).items()
+        }
+        save_pack(settings.data_dir, version, old)
+        cache.put_pack(version, old)
+
+        again = pipeline.run_pipeline(settings, small_corpus, store, cache, "f2")
+        assert again["embed"]["embedded"] == 0 and again["plan"]["pack_published"] is True
+        kept = load_pack(settings.data_dir, version)
+        assert kept is not None and kept[TARGET]["format"] == PACK_FORMAT
+        assert kept[TARGET]["sections"]
+        cached = cache.get_pack([TARGET])[TARGET]
+        assert cached["format"] == PACK_FORMAT and cached["sections"]
+    finally:
+        for key in cache._redis.scan_iter(match=f"{cache.prefix}:*"):
+            cache._redis.delete(key)
+
+
 def test_a_new_embedding_model_rebuilds_the_index_and_the_old_model_is_refused(
     settings: Settings, small_corpus: Path
 ) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -860,6 +861,27 @@ def test_a_server_whose_cache_lacks_the_pack_loads_the_one_kept_beside_the_index
     assert CRASH in prepared.pack
     assert prepared.composed is not None
     assert prepared.composed.text.startswith("**KubePodCrashLooping**")  # the pack's alert name
+
+
+def test_a_kept_pack_of_an_older_format_is_served_with_a_warning(
+    make_pipeline: Callable[..., ChatPipeline],
+    chat_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server upgraded before the runbook DAG re-ran: old blocks beat no answer, and the log
+    says what to do."""
+    from opsassist.knowledge import PACK_FORMAT, save_pack
+
+    for format_, warned in [(PACK_FORMAT - 1, True), (PACK_FORMAT, False)]:
+        pack = {source: {**entry, "format": format_} for source, entry in PACK.items()}
+        save_pack(chat_settings.data_dir, RUNBOOKS, pack)
+        pipeline = make_pipeline(chat_answer_mode="composed")
+        pipeline.cache = MemoryKnowledgeCache()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            prepared = pipeline.prepare(ChatRequest(user("why does my pod keep crash looping?")))
+        assert prepared.composed is not None and CRASH in prepared.pack
+        assert ("re-run the runbook DAG" in caplog.text) is warned
 
 
 def test_a_question_naming_an_alert_is_answered_from_that_alerts_runbook(

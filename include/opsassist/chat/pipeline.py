@@ -66,7 +66,7 @@ from opsassist.index.base import (
     check_model,
     hybrid_search,
 )
-from opsassist.knowledge import load_pack
+from opsassist.knowledge import PACK_FORMAT, is_current, load_pack
 from opsassist.llm.client import GenerationOptions, KServeClient, Usage
 from opsassist.llm.errors import ModelError
 from opsassist.logs import get_logger
@@ -382,6 +382,12 @@ class ChatPipeline:
                 if stored is not None:
                     self.cache.put_pack(version, stored)
                     log.info("knowledge pack loaded", extra={"version": version})
+                    if not is_current(stored):  # served as it is: old blocks beat no answer
+                        log.warning(
+                            "knowledge pack of an older format: re-run the runbook DAG to "
+                            "rebuild it",
+                            extra={"version": version, "format": PACK_FORMAT},
+                        )
         except Exception as exc:
             self._cache_error(errors, "put_pack", exc)
 

@@ -24,7 +24,7 @@ from opsassist.documents import Chunk, Rejected
 from opsassist.embedding import embed_texts, model_dimension
 from opsassist.index.base import LEGACY_MODEL, IndexStore
 from opsassist.index.lifecycle import version_rows
-from opsassist.knowledge import PACK_FORMAT, knowledge_pack_entry, pack_file, save_pack
+from opsassist.knowledge import is_current, knowledge_pack_entry, load_pack, save_pack
 from opsassist.logs import get_logger
 from opsassist.parsing.markdown import Runbook, RunbookError, load_runbook
 from opsassist.pipelines import staging
@@ -377,16 +377,12 @@ def publish_pack_if_missing(
     get it although no runbook changed. A cache that is down is logged, not fatal."""
     if version is None:
         return False
-    if not pack_file(settings.data_dir, version).exists():
-        save_pack(
-            settings.data_dir, version, staging.read_json(_run(settings, run_id) / "pack.json")
-        )
+    pack: dict[str, dict[str, Any]] = staging.read_json(_run(settings, run_id) / "pack.json")
+    if not is_current(load_pack(settings.data_dir, version)):
+        save_pack(settings.data_dir, version, pack)
     try:
-        if cache.pack_version() == version:
-            current = cache.get_pack()
-            if current and all(e.get("format") == PACK_FORMAT for e in current.values()):
-                return False
-        pack: dict[str, dict[str, Any]] = staging.read_json(_run(settings, run_id) / "pack.json")
+        if cache.pack_version() == version and is_current(cache.get_pack()):
+            return False
         cache.put_pack(version, pack)
     except Exception as exc:
         log.warning("knowledge pack not published", extra={"error": f"{type(exc).__name__}: {exc}"})
