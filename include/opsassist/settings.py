@@ -578,6 +578,15 @@ class Settings(BaseSettings):
     chat_summary_max_tokens: int = Field(
         default=96, description="Token budget of the model's summary (composed_model mode)."
     )
+    chat_summary_languages: str = Field(
+        default="en",
+        description=(
+            "Languages (comma-separated codes: en, ru) the served model writes well enough to "
+            "summarise in (composed_model mode); a question in another language gets the "
+            "composed answer without a summary. SmolLM2 is trained on English: its Russian "
+            "passes the guard's checks yet reads as gibberish."
+        ),
+    )
     chat_repetition_penalty: float = Field(
         default=1.15,
         description=(

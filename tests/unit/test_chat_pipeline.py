@@ -741,7 +741,11 @@ def test_composed_model_mode_adds_a_checked_summary_in_the_questions_language(
     make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
 ) -> None:
     model.text = "Приложение в поде падает при старте.\nСначала проверьте его прошлые логи."
-    pipeline = make_pipeline(chat_answer_mode="composed_model", chat_repetition_penalty=1.3)
+    pipeline = make_pipeline(
+        chat_answer_mode="composed_model",
+        chat_repetition_penalty=1.3,
+        chat_summary_languages="en,ru",
+    )
     pieces, outcome, prepared = stream_answer(
         pipeline, ChatRequest(user("под постоянно перезапускается (crash looping), что делать?"))
     )
@@ -762,7 +766,7 @@ def test_a_summary_in_the_wrong_language_is_left_out_with_a_notice(
     make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
 ) -> None:
     model.text = "The app in the pod dies on start."
-    pipeline = make_pipeline(chat_answer_mode="composed_model")
+    pipeline = make_pipeline(chat_answer_mode="composed_model", chat_summary_languages="en,ru")
     pieces, outcome, prepared = stream_answer(
         pipeline, ChatRequest(user("под постоянно перезапускается (crash looping), что делать?"))
     )
@@ -770,6 +774,27 @@ def test_a_summary_in_the_wrong_language_is_left_out_with_a_notice(
     assert "The app in the pod dies" not in text and "**Коротко**" not in text
     assert "Краткое резюме модели не показано" in text
     assert outcome.checks_failed and cache.get_answer(prepared.standalone, RUNBOOKS) is None
+
+
+def test_no_summary_is_asked_for_in_a_language_the_model_does_not_write(
+    make_pipeline: Callable[..., ChatPipeline], cache: MemoryKnowledgeCache, model: ModelStub
+) -> None:
+    """By default (SmolLM2) only English questions get a summary: a Russian one gets the
+    composed answer alone, without a model call."""
+    model.text = "Немё был спорциям при старте."
+    pipeline = make_pipeline(chat_answer_mode="composed_model")
+    pieces, outcome, prepared = stream_answer(
+        pipeline, ChatRequest(user("под постоянно перезапускается (crash looping), что делать?"))
+    )
+    text = "".join(pieces)
+    assert "### Как проверить" in text and "Немё" not in text and "**Коротко**" not in text
+    assert not model.requests and outcome.degraded is None and not outcome.checks_failed
+    assert cache.get_answer(prepared.standalone, RUNBOOKS) is not None
+
+    model.text = "The app in the pod dies on start."
+    pieces, _, _ = stream_answer(pipeline, ChatRequest(user("why does my pod keep crash looping?")))
+    assert "**In short** (_tiny_): The app in the pod dies on start." in "".join(pieces)
+    assert len(model.requests) == 1
 
 
 def test_composed_model_mode_with_the_model_down_keeps_the_composed_answer(

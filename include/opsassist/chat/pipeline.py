@@ -357,7 +357,11 @@ class ChatPipeline:
             )
             prepared.citations = prepared.composed.citations
             self._cite_past_incident(prepared)
-            if prepared.mode == "composed_model" and prepared.composed.primary is not None:
+            if (
+                prepared.mode == "composed_model"
+                and prepared.composed.primary is not None
+                and prepared.language in self.summary_languages
+            ):
                 prepared.model_messages = summary_messages(
                     prepared.standalone, prepared.composed.text, prepared.language
                 )
@@ -556,6 +560,10 @@ class ChatPipeline:
             stop=request.stop,
             repetition_penalty=self.settings.chat_repetition_penalty,
         )
+
+    @property
+    def summary_languages(self) -> set[str]:
+        return {c.strip() for c in self.settings.chat_summary_languages.split(",") if c.strip()}
 
     def summary_options(self) -> GenerationOptions:
         s = self.settings
