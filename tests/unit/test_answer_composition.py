@@ -412,6 +412,24 @@ def test_guard_drops_invented_identifiers_in_prose() -> None:
     assert guard.report.dropped == ["runbooks/fix.md"]
 
 
+def test_guard_drops_an_invented_alert_or_resource_name_in_a_summary() -> None:
+    """SmolLM2 once summarised a remote-write runbook as "The issue with
+    PrometheusRemoteWriterSeveredDiskError occurs...": an alert that does not exist."""
+    support = "PrometheusRemoteWriteDesiredShards: the StatefulSet's shards lag behind."
+    guard = StreamGuard(support, prose_only=True, language="en", max_lines=3)
+    shown = guard.feed(
+        "The issue with PrometheusRemoteWriterSeveredDiskError occurs on disk.\n"
+        "PrometheusRemoteWriteDesiredShards fires when the StatefulSet's shards lag.\n"
+        "Check the API and CPU use.\n"
+    )
+    assert "Severed" not in shown and "DesiredShards fires" in shown and "CPU use" in shown
+    assert guard.report.dropped == ["PrometheusRemoteWriterSeveredDiskError"]
+    assert claims("the DaemonSet's pods, OOMKilled, API, kube-proxy, KubePodCrashLooping.") == [
+        "DaemonSet",
+        "KubePodCrashLooping",
+    ]
+
+
 def test_guard_holds_a_line_until_it_ends() -> None:
     guard = StreamGuard("x")
     assert guard.feed("Partial") == ""
@@ -491,6 +509,12 @@ def test_score_counts_unsupported_claims_missing_facts_and_bad_citations() -> No
     ]
     assert score.coverage == 0.0 and score.forbidden == 1 and score.citation_validity == 0.0
     assert score_answer(CASE, good, {}, lambda s: "").cited is False
+    named = "**CPUThrottlingHigh**: processes are throttled. [1]"
+    throttling = "kubernetes/CPUThrottlingHigh.md"
+    score = score_answer(CASE, named, {1: throttling}, lambda s: "# CPU Throttling High")
+    assert score.faithfulness == 1.0 and score.citation_validity == 1.0  # its file's name
+    score = score_answer(CASE, named, {1: CRASH}, lambda s: text)
+    assert score.unsupported == ["CPUThrottlingHigh"] and score.citation_validity == 0.0
 
 
 def test_degeneration_and_truncation_are_caught() -> None:

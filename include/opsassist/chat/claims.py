@@ -3,9 +3,10 @@
 Inline code spans, each line of a code block (a leading ``$ `` prompt dropped), and in the prose
 numbers and identifiers: words that hold ``_``, ``/``, ``.``, ``:`` or ``=`` between letters or
 digits (``node_filesystem_files_free``, ``kubernetes/KubePodCrashLooping.md``, ``app=etcd``,
-``10.0.0.1:9090``, a URL): resource, metric and file names a reader would act on. Quoted lines
-(``> ``) count like the rest; the sources block does not. Used by the guard on model text as it
-streams and by the answer-quality evaluation.
+``10.0.0.1:9090``, a URL) or a capital after a small letter (``KubePodCrashLooping``,
+``StatefulSet``): alert, resource, metric and file names a reader would act on or search for.
+Quoted lines (``> ``) count like the rest; the sources block does not. Used by the guard on model
+text as it streams and by the answer-quality evaluation.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _LINK = re.compile(r"\]\(([^()\s]*)\)")  # a Markdown link's target
 _JOINERS = "_/.:="
 _EDGE = "\"'()[]{}<>,;!?*.:_~"
 _NOT_IDENTIFIERS = frozenset({"e.g", "i.e", "etc", "vs"})
+_CAMEL_CASE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[a-z0-9][A-Z][A-Za-z0-9]*$")
+_POSSESSIVE = re.compile(r"['’]s$")
 
 
 def identifiers(text: str) -> list[str]:
@@ -35,6 +38,8 @@ def identifiers(text: str) -> list[str]:
         inner = word[1:-1]
         if any(j in inner for j in _JOINERS) and any(c.isalnum() for c in word):
             found.append(word)
+        elif _CAMEL_CASE.match(bare := _POSSESSIVE.sub("", word)):
+            found.append(bare)
     return found
 
 

@@ -147,8 +147,9 @@ def score_answer(
 ) -> AnswerScore:
     """Score ``answer``; ``cited_sources`` maps each citation number to its runbook or signal
     source, ``source_text(source)`` gives that source's full text."""
-    texts = {n: source_text(source) for n, source in cited_sources.items()}
-    support = "\n".join(texts.values()) + "\n" + case.question
+    # a source's name is part of it: an answer may name the runbook (``CPUThrottlingHigh``)
+    texts = {n: f"{source}\n{source_text(source)}" for n, source in cited_sources.items()}
+    support = "\n".join([*texts.values(), case.question])
     answer_claims = claims(answer)
     unsupported = [c for c in answer_claims if not contains(support, c)]
     faithfulness = 1.0 - len(unsupported) / len(answer_claims) if answer_claims else 1.0
