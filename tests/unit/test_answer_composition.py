@@ -101,6 +101,22 @@ def test_reference_links_are_made_inline_from_definitions_anywhere_in_the_runboo
     ]  # nothing refers to them: a list of links stays
 
 
+def test_a_definition_beats_an_inline_link_with_its_text_as_the_whole_runbook_renders() -> None:
+    """``[here][fsync]`` resolves to ``[fsync]: url`` (CommonMark); an inline link that happens
+    to have the text ``fsync`` is only a fallback, in the section and in the whole runbook."""
+    whole = (
+        "## Diagnosis\n\nSee [fsync](https://inline.example/) and read [here][fsync].\n\n"
+        "## Links\n\n[fsync]: https://man7.org/fsync.2.html\n"
+    )
+    section = "See [fsync](https://inline.example/) and read [here][fsync]."
+    references = link_references(whole)
+    assert references["FSYNC"] == "https://man7.org/fsync.2.html"
+    text = markdown_blocks(section, references)[0].text
+    assert text.endswith("read [here](https://man7.org/fsync.2.html).")
+    alone = markdown_blocks(section)[0].text  # no definition known: the inline link's target
+    assert alone.endswith("read [here](https://inline.example/).")
+
+
 def test_strip_html_is_linear_on_unclosed_tags_and_comments() -> None:
     hostile = "<summary>" * 20_000 + "<!--" * 20_000 + "x"
     assert strip_html(hostile).endswith("x") or strip_html(hostile) == ""

@@ -210,7 +210,8 @@ def markdown_blocks(
     env: dict[str, Any] = {}
     tokens = _PARSER.parse(markdown, env)
     own = {label: str(ref["href"]) for label, ref in env.get("references", {}).items()}
-    references = {**(references or {}), **_inline_links(markdown), **own}
+    # as the whole runbook renders: a definition anywhere beats an inline link with that text
+    references = {**_inline_links(markdown), **(references or {}), **own}
     lines = markdown.splitlines()
     blocks: list[Block] = []
     lists: list[bool] = []  # open lists, innermost last: ordered?
