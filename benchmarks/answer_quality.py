@@ -62,6 +62,7 @@ HEADLINE = (
     "degenerate",
     "language_match",
     "language_share",
+    "uncovered_warned",
     "first_piece_p95_s",
     "total_p95_s",
 )

@@ -568,6 +568,15 @@ class Settings(BaseSettings):
             "instead of quoting the nearest one."
         ),
     )
+    chat_weak_match_similarity: float = Field(
+        default=0.34,
+        description=(
+            "A question that names something no runbook mentions, shares at most a fifth of its "
+            "words with the nearest runbook and is less similar than this (cosine) to every "
+            "retrieved section gets the nearest runbook under a notice that it may not be "
+            "covered (chosen on the answer set's dev questions; 0 turns the notice off)."
+        ),
+    )
     chat_postmortem_min_similarity: float = Field(
         default=0.3,
         description="The chat cites the best past incident of the postmortem index ('Seen "

@@ -531,6 +531,22 @@ def test_score_counts_unsupported_claims_missing_facts_and_bad_citations() -> No
     assert score.faithfulness == 1.0 and score.citation_validity == 1.0  # its file's name
     score = score_answer(CASE, named, {1: CRASH}, lambda s: text)
     assert score.unsupported == ["CPUThrottlingHigh"] and score.citation_validity == 0.0
+    assert score.warned is None  # a covered question
+
+
+def test_an_uncovered_question_counts_as_warned_when_its_answer_says_so() -> None:
+    from opsassist.chat.language import labels
+
+    uncovered = AnswerCase(
+        id="u", split="dev", lang="en", kind="uncovered", question="Terraform lock?",
+        cite=(), sections=(), facts=(), forbid=(),
+    )  # fmt: skip
+    quoted = "**KubePodCrashLooping**: pods restart. [1]"
+    notice = labels("en")["weak_match"].format(names="**Terraform**")
+    cases = [(quoted, {1: CRASH}, False), (f"{notice}\n\n{quoted}", {1: CRASH}, True)]
+    cases.append((labels("en")["not_covered"], {}, True))
+    for answer, cited, warned in cases:
+        assert score_answer(uncovered, answer, cited, lambda s: "pods restart").warned is warned
 
 
 def test_degeneration_and_truncation_are_caught() -> None:

@@ -921,6 +921,29 @@ def test_a_question_naming_an_alert_is_answered_from_that_alerts_runbook(
     assert prepared.composed is not None and prepared.composed.primary == ETCD
 
 
+def test_a_question_naming_what_no_runbook_mentions_gets_a_weak_match_notice(
+    make_pipeline: Callable[..., ChatPipeline],
+) -> None:
+    """The nearest runbook is still quoted, under a notice naming what no runbook mentions;
+    a question the runbooks cover gets no notice."""
+    pipeline = make_pipeline(chat_answer_mode="composed")
+    prepared = pipeline.prepare(
+        ChatRequest(user("Terraform apply fails on the state lock of our S3 backend")), now=NOW
+    )
+    assert prepared.covered and prepared.unmatched == ["Terraform"]
+    assert prepared.composed is not None
+    assert prepared.composed.text.startswith("_This may not be covered by the runbooks")
+    assert "**Terraform**" in prepared.composed.text.split("\n\n")[0]
+    covered = pipeline.prepare(ChatRequest(user("why does my pod keep crash looping?")), now=NOW)
+    assert covered.unmatched == [] and covered.composed is not None
+    assert "may not be covered" not in covered.composed.text
+    off = make_pipeline(chat_answer_mode="composed", chat_weak_match_similarity=0.0)
+    quiet = off.prepare(
+        ChatRequest(user("Terraform apply fails on the state lock of our S3 backend")), now=NOW
+    )
+    assert quiet.unmatched == []
+
+
 def test_a_question_no_runbook_relates_to_is_said_to_be_not_covered(
     make_pipeline: Callable[..., ChatPipeline],
 ) -> None:

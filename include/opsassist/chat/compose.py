@@ -282,13 +282,16 @@ def compose_answer(
     citations: Sequence[Citation] = (),
     primary: str | None = None,
     covered: bool = True,
+    unmatched: Sequence[str] = (),
 ) -> Composed:
     """The composed answer for ranked ``hits`` (runbook and signal hits, best first).
 
     ``citations`` already numbered (e.g. in a model's prompt) keep their numbers; ``primary`` is
     the runbook to answer from (default: the best runbook hit; one the question names by its
     alert may have no hit, its pack entry is then used); ``covered=False``: no runbook is
-    related to the question, and the answer says so instead of quoting the nearest one."""
+    related to the question, and the answer says so instead of quoting the nearest one;
+    ``unmatched``: names no runbook mentions in a question the nearest runbook matches weakly
+    (:func:`opsassist.chat.coverage.weak_match`), said first so the quote is read with care."""
     text = labels(language)
     runbook_hits = [h for h in hits if h.source_type == "runbook"] if covered else []
     signal_hits = [h for h in hits if h.source_type != "runbook"]
@@ -312,6 +315,9 @@ def compose_answer(
         parts.append(f"### {text['signals']}\n\n" + quoted("\n".join(lines), language))
     if not covered:
         parts.insert(0, text["not_covered"])
+    elif unmatched and primary is not None:
+        names = ", ".join(f"**{name}**" for name in unmatched)
+        parts.insert(0, text["weak_match"].format(names=names))
     elif not parts:
         parts.append(text["nothing_found"])
     elif primary is not None and text["quoted_note"]:

@@ -30,6 +30,10 @@ LABELS: dict[Language, dict[str, str]] = {
             "with it and are not close in meaning, so there is nothing to quote. Ask again with "
             "the alert name or the component, or check that a runbook for it exists."
         ),
+        "weak_match": (
+            "_This may not be covered by the runbooks: none of them mentions {names}, and the "
+            "nearest one, quoted below, is not close in meaning. Check that it applies._"
+        ),
         "quoted_note": "",
         "model_notice": "Model unavailable: the answer below is quoted from the runbooks",
         "model_summary": "In short",
@@ -59,6 +63,10 @@ LABELS: dict[Language, dict[str, str]] = {
             "Ни один runbook в индексе не покрывает этот вопрос: ближайшие не имеют с ним общих "
             "слов и далеки по смыслу, цитировать нечего. Спросите ещё раз с именем алерта или "
             "компонента или проверьте, что runbook для этого существует."
+        ),
+        "weak_match": (
+            "_Возможно, runbook об этом нет: ни в одном не упоминается {names}, а ближайший, "
+            "процитированный ниже, далёк по смыслу. Проверьте, подходит ли он._"
         ),
         "quoted_note": (
             "Шаги процитированы из runbook на языке оригинала; команды и запросы приведены "

@@ -40,6 +40,7 @@ import numpy as np
 from opsassist.cache.base import CachedAnswer, KnowledgeCache
 from opsassist.chat.citations import Citation, number_hits, runbook_sources, sources_block
 from opsassist.chat.compose import SEE_ALSO, Composed, compose_answer
+from opsassist.chat.coverage import vocabulary, weak_match
 from opsassist.chat.degraded import (
     EMPTY_NOTICE,
     INTERRUPTED_NOTICE,
@@ -118,6 +119,8 @@ class Prepared:
     language: Language = "en"
     named_runbook: str | None = None  # the runbook of an alert the question names
     covered: bool = True  # False: no runbook is related to the question
+    unmatched: list[str] = dataclasses.field(default_factory=list)  # weak match: names no
+    # runbook mentions (opsassist.chat.coverage)
     index_version: str | None = None
     cache_status: CacheStatus = "bypass"
     cached: CachedAnswer | None = None
@@ -220,7 +223,8 @@ class ChatPipeline:
         self.client = client
         self._embed = embed or BatchingEmbedder(self._encode)
         self._fusion = fusion_config(settings)
-        self._alerts: tuple[str | None, dict[str, str]] = ("", {})  # pack version, alert -> runbook
+        # per pack version: alert name -> runbook, and every word the runbooks use
+        self._alerts: tuple[str | None, dict[str, str], frozenset[str]] = ("", {}, frozenset())
         self._model_checked: set[str] = set()  # versions known to match the embedding model
         self._postmortems: tuple[str | None, dict[str, Any]] = (None, {})  # version, its pack
         # the signal search of each request runs beside its runbook search
@@ -335,6 +339,14 @@ class ChatPipeline:
         if prepared.named_runbook is not None and prepared.named_runbook not in wanted:
             wanted = [prepared.named_runbook, *wanted[: PACK_SOURCES - 1]]
         prepared.pack = self._pack(wanted, prepared.errors)
+        if prepared.covered and prepared.named_runbook is None and self._alerts[2]:
+            prepared.unmatched = weak_match(
+                prepared.standalone,
+                hits,
+                prepared.pack,
+                self._alerts[2],
+                self.settings.chat_weak_match_similarity,
+            )
         started = time.perf_counter()
         if prepared.mode == "model":
             prepared.model_messages = build_messages(
@@ -354,6 +366,7 @@ class ChatPipeline:
                 prepared.language,
                 primary=prepared.named_runbook,
                 covered=prepared.covered,
+                unmatched=prepared.unmatched,
             )
             prepared.citations = prepared.composed.citations
             self._cite_past_incident(prepared)
@@ -404,17 +417,23 @@ class ChatPipeline:
             self._cache_error(errors, "get_pack", exc)
             return {}
 
-    def _named_runbook(self, question: str, errors: list[str]) -> str | None:
-        """The runbook of the first alert the question names (``KubePodCrashLooping``), from the
-        knowledge pack's alert names (read once per pack version)."""
+    def _read_pack_index(self, errors: list[str]) -> bool:
+        """Alert names and runbook vocabulary of the cache's pack (read once per pack version)."""
         try:
             version = self.cache.pack_version()
             if version != self._alerts[0]:
                 pack = self.cache.get_pack()
                 names = {str(e["alert"]).lower(): s for s, e in pack.items() if e.get("alert")}
-                self._alerts = (version, names)
+                self._alerts = (version, names, vocabulary(pack))
         except Exception as exc:
             self._cache_error(errors, "alerts", exc)
+            return False
+        return True
+
+    def _named_runbook(self, question: str, errors: list[str]) -> str | None:
+        """The runbook of the first alert the question names (``KubePodCrashLooping``), from the
+        knowledge pack's alert names."""
+        if not self._read_pack_index(errors):
             return None
         names = self._alerts[1]
         for word in _ALERT_WORD.findall(question):
@@ -685,6 +704,7 @@ class ChatPipeline:
             prepared.citations,
             primary=prepared.named_runbook,
             covered=prepared.covered,
+            unmatched=prepared.unmatched,
         )
         prepared.citations = composed.citations
         lead = "\n\n" if generated.strip() else ""

@@ -75,6 +75,8 @@ class AnswerScore:
     language_share: float
     unsupported: list[str] = dataclasses.field(default_factory=list)
     missing: list[str] = dataclasses.field(default_factory=list)
+    # uncovered questions only: the answer says not covered or that its match is weak
+    warned: bool | None = None
 
 
 def load_answer_set(path: Path) -> list[AnswerCase]:
@@ -171,7 +173,15 @@ def score_answer(
         language_share=language_share(prose(answer, own_words_only=False), case.lang),
         unsupported=unsupported,
         missing=missing,
+        warned=None if case.covered else (not runbooks_cited or weak_notice(answer, case.lang)),
     )
+
+
+def weak_notice(answer: str, language: Language) -> bool:
+    """Does the answer open with the weak-match notice (:mod:`opsassist.chat.coverage`)?"""
+    from opsassist.chat.language import labels
+
+    return answer.lstrip().startswith(labels(language)["weak_match"].split("{names}")[0])
 
 
 def citation_validity(answer: str, texts: dict[int, str]) -> float | None:
@@ -207,6 +217,7 @@ def summarize(scores: Sequence[AnswerScore]) -> dict[str, float | None]:
         "degenerate": float(sum(s.degenerate for s in scores)),
         "language_match": mean(float(s.language_ok) for s in scores),
         "language_share": mean(s.language_share for s in scores),
+        "uncovered_warned": mean(None if s.warned is None else float(s.warned) for s in scores),
     }
 
 
@@ -241,6 +252,7 @@ class AnswerResult:
             "degenerate": s.degenerate,
             "language_ok": s.language_ok,
             "language_share": round(s.language_share, 3),
+            "warned": s.warned,
             "first_piece_s": round(self.first_piece_s, 3),
             "total_s": round(self.total_s, 3),
             "finish_reason": self.finish_reason,
