@@ -28,10 +28,10 @@ def hit(source: str, cosine: float) -> SearchHit:
 def test_names_no_runbook_mentions_are_products_not_everyday_words_or_runbook_terms() -> None:
     question = (
         "Monday: HashiCorp Vault on RabbitMQ nodes sealed, Kubelet and etcd fine, pods in "
-        "CrashLoop and KubePodCrashLooping too. Separately, Terraform failed."
+        "CrashLoop and KubePodCrashLooping too, a LoopingPod. Separately, Terraform failed."
     )
     # Monday, Separately: everyday words starting a sentence; Vault: an everyday word too;
-    # Kubelet, etcd, CrashLoop: the runbooks use them (CamelCase parts count)
+    # Kubelet, etcd, CrashLoop: the runbooks use them; LoopingPod: both of its parts
     assert unknown_names(question, KNOWN) == ["HashiCorp", "RabbitMQ", "Terraform"]
     assert unknown_names("Terraform не может взять блокировку state", KNOWN) == ["Terraform"]
 

@@ -34,7 +34,11 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 def _words(text: str) -> set[str]:
     """Lower-case words of ``text``, CamelCase names also split into their parts."""
-    return set(_WORD.findall(text.lower())) | set(_WORD.findall(_CAMEL.sub(" ", text).lower()))
+    return set(_WORD.findall(text.lower())) | _camel_parts(text)
+
+
+def _camel_parts(word: str) -> set[str]:
+    return set(_WORD.findall(_CAMEL.sub(" ", word).lower()))
 
 
 def entry_words(entry: Mapping[str, Any]) -> set[str]:
@@ -91,7 +95,7 @@ def unknown_names(question: str, known: Iterable[str]) -> list[str]:
         mixed = any(c.isupper() for c in word[1:]) and not word.isupper()
         if not mixed and word.lower() in everyday:
             continue
-        if word.lower() not in known and not _words(word) <= known:
+        if word.lower() not in known and not _camel_parts(word) <= known:
             names.append(word)
     return names
 
