@@ -224,7 +224,7 @@ class ChatPipeline:
         self._embed = embed or BatchingEmbedder(self._encode)
         self._fusion = fusion_config(settings)
         # per pack version: alert name -> runbook, and every word the runbooks use
-        self._alerts: tuple[str | None, dict[str, str], frozenset[str]] = ("", {}, frozenset())
+        self._pack_index: tuple[str | None, dict[str, str], frozenset[str]] = ("", {}, frozenset())
         self._model_checked: set[str] = set()  # versions known to match the embedding model
         self._postmortems: tuple[str | None, dict[str, Any]] = (None, {})  # version, its pack
         # the signal search of each request runs beside its runbook search
@@ -339,12 +339,12 @@ class ChatPipeline:
         if prepared.named_runbook is not None and prepared.named_runbook not in wanted:
             wanted = [prepared.named_runbook, *wanted[: PACK_SOURCES - 1]]
         prepared.pack = self._pack(wanted, prepared.errors)
-        if prepared.covered and prepared.named_runbook is None and self._alerts[2]:
+        if prepared.covered and prepared.named_runbook is None and self._pack_index[2]:
             prepared.unmatched = weak_match(
                 prepared.standalone,
                 hits,
                 prepared.pack,
-                self._alerts[2],
+                self._pack_index[2],
                 self.settings.chat_weak_match_similarity,
             )
         started = time.perf_counter()
@@ -421,10 +421,10 @@ class ChatPipeline:
         """Alert names and runbook vocabulary of the cache's pack (read once per pack version)."""
         try:
             version = self.cache.pack_version()
-            if version != self._alerts[0]:
+            if version != self._pack_index[0]:
                 pack = self.cache.get_pack()
                 names = {str(e["alert"]).lower(): s for s, e in pack.items() if e.get("alert")}
-                self._alerts = (version, names, vocabulary(pack))
+                self._pack_index = (version, names, vocabulary(pack))
         except Exception as exc:
             self._cache_error(errors, "alerts", exc)
             return False
@@ -435,7 +435,7 @@ class ChatPipeline:
         knowledge pack's alert names."""
         if not self._read_pack_index(errors):
             return None
-        names = self._alerts[1]
+        names = self._pack_index[1]
         for word in _ALERT_WORD.findall(question):
             source = names.get(word.lower())
             if source is not None:
