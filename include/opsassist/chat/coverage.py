@@ -18,7 +18,8 @@ runbook mentions. All three must hold (chosen on the answer set's dev questions)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,9 @@ def english_words() -> frozenset[str]:
     return frozenset(w for w in text.split() if w.isalpha() and w.islower())
 
 
-def unknown_names(question: str, known: Iterable[str]) -> list[str]:
+def unknown_names(question: str, known: AbstractSet[str]) -> list[str]:
     """Names in the question that no runbook mentions, in order: words with a capital that are
     not everyday English words (unless written in mixed case: ``RabbitMQ``, ``HashiCorp``)."""
-    known = known if isinstance(known, (set, frozenset)) else set(known)
     everyday = english_words()
     names: list[str] = []
     for word in _LATIN.findall(question):

@@ -331,7 +331,9 @@ class ChatPipeline:
         prepared.hits = hits
         prepared.citations, prepared.numbers = number_hits(hits)
         self._ensure_pack(prepared.index_version, prepared.errors)
-        prepared.named_runbook = self._named_runbook(prepared.standalone, prepared.errors)
+        # alert names and runbook vocabulary, for the named runbook and the weak-match check
+        if self._read_pack_index(prepared.errors):
+            prepared.named_runbook = self._named_runbook(prepared.standalone)
         prepared.covered = prepared.named_runbook is not None or related(
             hits, self.settings.chat_min_similarity
         )
@@ -430,11 +432,9 @@ class ChatPipeline:
             return False
         return True
 
-    def _named_runbook(self, question: str, errors: list[str]) -> str | None:
+    def _named_runbook(self, question: str) -> str | None:
         """The runbook of the first alert the question names (``KubePodCrashLooping``), from the
-        knowledge pack's alert names."""
-        if not self._read_pack_index(errors):
-            return None
+        knowledge pack's alert names (:meth:`_read_pack_index`)."""
         names = self._pack_index[1]
         for word in _ALERT_WORD.findall(question):
             source = names.get(word.lower())
